@@ -1,0 +1,1 @@
+"""Science tasks on the frozen encoder: properties, morphology, segmentation, super-resolution."""

@@ -1,0 +1,1 @@
+"""Training: codecs, masked-modeling pretraining, probes. Runs under torchrun unchanged."""
