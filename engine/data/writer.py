@@ -5,6 +5,7 @@ and an existing dataset is replaced only by a complete one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -161,10 +162,8 @@ class DatasetWriter:
 
     def abort(self) -> None:
         for sf in self._sources.values():
-            try:
+            with contextlib.suppress(Exception):
                 sf.handle.close()
-            except Exception:
-                pass
         self._sources.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
