@@ -22,3 +22,21 @@ DEFAULT_MODEL_DIR = ASSETS / "models" / "aion-nano"
 
 def default_dataset_dir() -> Path:
     return DATA_ROOT / DEFAULT_DATASET_NAME
+
+
+def model_id_of(model: str | os.PathLike) -> str:
+    """A model's id in index paths: a local folder's name, or a hub id with '/' -> '--'."""
+    path = Path(model)
+    if path.exists():
+        return path.resolve().name
+    return str(model).replace("/", "--")
+
+
+def results_dir(dataset_name: str, model: str | os.PathLike) -> Path:
+    """Where everything computed for (dataset, model) lives: views, predictions, probes."""
+    return INDEX_ROOT / dataset_name / model_id_of(model)
+
+
+def view_dir(dataset_name: str, model: str | os.PathLike, view: str) -> Path:
+    """``indexes/<dataset>/<model>/<view>/`` with embeddings.npy, index.faiss, manifest.json."""
+    return results_dir(dataset_name, model) / view
