@@ -1,0 +1,252 @@
+"""Embeddings from the AION encoder: tokens -> encoder outputs -> pooled vectors.
+
+The official ``AION.encode`` keeps only ``num_encoder_tokens`` (default 256) tokens and drops
+the rest silently; every call here passes the true token count. Absent modalities are handled
+two ways: :func:`encode_tokens` takes a ``present`` mask and hides those tokens from attention
+(the official masking), while :func:`embed_objects` groups a batch by which modalities each
+object has and encodes each group with only its present modalities, which gives the same
+vectors without spending compute on hidden tokens and lets GPU kernels skip masking.
+
+Pooling: ``mean`` over the object's valid tokens of the official encoder output (the
+``decoder_proj_context(x) + emb`` context that ``AION.encode`` returns), as in the AION-1
+retrieval experiments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from engine.errors import ModelError
+from engine.model.fast import enable_fast_attention
+from engine.model.modalities import load_modalities, select_rows, spec, view_token_keys
+
+POOLINGS = ("mean", "none")
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    """bf16 autocast on GPU by default; plain fp32 on CPU (bf16 matmuls are slow on most CPUs)."""
+    if dtype is None and device.type == "cuda":
+        dtype = torch.bfloat16
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def encoder_outputs(
+    model,
+    tokens: Mapping[str, torch.Tensor],
+    present: Mapping[str, torch.Tensor] | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token encoder context (B, N, dim) float32 and a valid mask (B, N) over all input tokens.
+
+    ``tokens``: ``{token_key: LongTensor (B, n) or (B,)}``. ``present``: optional
+    ``{token_key: BoolTensor (B,)}``, False where an object lacks that modality (its tokens are
+    hidden). Token order is the official one: each object's valid tokens first, in ``tokens``
+    order; hidden ones after them.
+    """
+    if not tokens:
+        raise ModelError("no tokens to encode: give at least one modality")
+    device = _device_of(model)
+    accepted = set(model.encoder_embeddings.keys())
+    unknown = [k for k in tokens if k not in accepted]
+    if unknown:
+        raise ModelError(f"the model does not accept {unknown}; its inputs are {sorted(accepted)}")
+    ids: dict[str, torch.Tensor] = {}
+    masks: dict[str, torch.Tensor] = {}
+    total = 0
+    for key, t in tokens.items():
+        t = torch.as_tensor(t).to(device=device, dtype=torch.long)
+        if t.dim() == 1:
+            t = t[:, None]
+        expected = spec(key).num_tokens
+        if t.shape[1] != expected:
+            raise ModelError(f"tokens for {key!r} have {t.shape[1]} per object; the model expects {expected}")
+        ids[key] = t
+        total += t.shape[1]
+        if present is not None and key in present:
+            hidden = ~torch.as_tensor(present[key]).to(device=device, dtype=torch.bool)
+            masks[key] = hidden[:, None].expand(-1, t.shape[1]).contiguous()
+    with torch.inference_mode(), _autocast(device, dtype):
+        enc_tokens, enc_emb, enc_mask, _ = model.embed_inputs(
+            ids, mask=masks or None, num_encoder_tokens=total
+        )
+        out = model._encode(enc_tokens, enc_emb, enc_mask)
+    return out.float(), ~enc_mask[:, 0, :]
+
+
+def encode_tokens(
+    model,
+    tokens: Mapping[str, torch.Tensor],
+    pooling: str = "mean",
+    present: Mapping[str, torch.Tensor] | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Encode token ids: ``mean`` -> (B, dim) pooled over valid tokens; ``none`` -> (B, N, dim).
+
+    Uses whatever attention the model has (call :func:`enable_fast_attention` for the SDPA path).
+    """
+    if pooling not in POOLINGS:
+        raise ModelError(f"unknown pooling {pooling!r}; accepted: {', '.join(POOLINGS)}")
+    out, valid = encoder_outputs(model, tokens, present, dtype=dtype)
+    if pooling == "none":
+        return out
+    weights = valid.to(out.dtype)[..., None]
+    return (out * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+# --- objects of a dataset ------------------------------------------------------------------
+
+
+def _prepare(loaded, device: str | torch.device) -> torch.device:
+    device = torch.device(device)
+    if _device_of(loaded.model) != device:
+        loaded.model.to(device)
+    if loaded.codecs.device != device:
+        loaded.codecs.to(device)
+    loaded.model.eval()
+    enable_fast_attention(loaded.model)
+    return device
+
+
+def _view_keys(loaded, view: str) -> tuple[str, ...]:
+    keys = view_token_keys(view, loaded.token_keys)
+    lacking = [k for k in keys if k not in loaded.codecs]
+    if lacking:
+        raise ModelError(f"model {loaded.model_id!r} has no codec for {lacking} (view {view!r})")
+    return keys
+
+
+def tokenize_batch(loaded, dataset, object_ids: np.ndarray, keys: Sequence[str]) -> tuple[dict, np.ndarray]:
+    """Token ids for ``keys`` (rows of absent objects left 0) and the presence matrix (B, K)."""
+    mods = load_modalities(dataset, object_ids, keys)
+    n = len(object_ids)
+    device = loaded.codecs.device
+    tokens: dict[str, torch.Tensor] = {}
+    present = np.zeros((n, len(keys)), dtype=bool)
+    for j, key in enumerate(keys):
+        modality, has = mods[key]
+        present[:, j] = has
+        full = torch.zeros((n, spec(key).num_tokens), dtype=torch.long, device=device)
+        if has.any():
+            rows = np.flatnonzero(has)
+            full[torch.as_tensor(rows, device=device)] = loaded.codecs.encode(
+                {key: select_rows(modality, rows)}
+            )[key]
+        tokens[key] = full
+    return tokens, present
+
+
+def _groups(present: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(rows, key-columns) for each distinct presence pattern with at least one modality."""
+    out = []
+    patterns, inverse = np.unique(present, axis=0, return_inverse=True)
+    for p, pattern in enumerate(patterns):
+        if pattern.any():
+            out.append((np.flatnonzero(inverse.ravel() == p), np.flatnonzero(pattern)))
+    return out
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, unit="obj", dynamic_ncols=True)
+
+
+def embed_objects(
+    loaded,
+    dataset,
+    object_ids: Sequence[int] | np.ndarray,
+    view: str,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    dtype: torch.dtype | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean-pooled embeddings of ``object_ids`` under ``view``: ``(emb (n, dim) float32, valid (n,) bool)``.
+
+    ``valid`` is False where an object has none of the view's modalities; those rows are zero.
+    Runs the SDPA fast path (patched in place on ``loaded.model``), bf16 autocast on GPU.
+    """
+    if batch_size < 1:
+        raise ModelError(f"batch_size must be >= 1, got {batch_size!r}")
+    ids = np.atleast_1d(np.asarray(object_ids, dtype=np.int64))
+    keys = _view_keys(loaded, view)
+    device = _prepare(loaded, device)
+    emb = np.zeros((len(ids), loaded.dim), dtype=np.float32)
+    valid = np.zeros(len(ids), dtype=bool)
+    with _progress(len(ids), progress, f"embed {view}") as bar:
+        for start in range(0, len(ids), batch_size):
+            batch = ids[start : start + batch_size]
+            tokens, present = tokenize_batch(loaded, dataset, batch, keys)
+            for rows, cols in _groups(present):
+                sub = {
+                    keys[c]: tokens[keys[c]][torch.as_tensor(rows, device=tokens[keys[c]].device)]
+                    for c in cols
+                }
+                vec = encode_tokens(loaded.model, sub, "mean", dtype=dtype)
+                emb[start + rows] = vec.cpu().numpy()
+                valid[start + rows] = True
+            bar.update(len(batch))
+    return emb, valid
+
+
+def view_layout(loaded, view: str) -> dict[str, tuple[int, int]]:
+    """Token positions of each modality in :func:`token_embeddings` output: key -> (start, stop)."""
+    layout, pos = {}, 0
+    for key in _view_keys(loaded, view):
+        n = spec(key).num_tokens
+        layout[key] = (pos, pos + n)
+        pos += n
+    return layout
+
+
+def token_embeddings(
+    loaded,
+    dataset,
+    object_ids: Sequence[int] | np.ndarray,
+    view: str,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    dtype: torch.dtype | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token encoder outputs for attentive-pooling probes: ``(values (n, T, dim) float32, mask (n, T) bool)``.
+
+    ``T`` is the view's full token count in :func:`view_layout` order (fixed positions per
+    modality); ``mask`` is True where the token is real (the object has that modality).
+    Memory is n x T x dim floats: call it per batch of objects for large views.
+    """
+    ids = np.atleast_1d(np.asarray(object_ids, dtype=np.int64))
+    keys = _view_keys(loaded, view)
+    layout = view_layout(loaded, view)
+    total = sum(b - a for a, b in layout.values())
+    device = _prepare(loaded, device)
+    values = np.zeros((len(ids), total, loaded.dim), dtype=np.float32)
+    mask = np.zeros((len(ids), total), dtype=bool)
+    with _progress(len(ids), progress, f"tokens {view}") as bar:
+        for start in range(0, len(ids), batch_size):
+            batch = ids[start : start + batch_size]
+            tokens, present = tokenize_batch(loaded, dataset, batch, keys)
+            for rows, cols in _groups(present):
+                sub_keys = [keys[c] for c in cols]
+                sub = {k: tokens[k][torch.as_tensor(rows, device=tokens[k].device)] for k in sub_keys}
+                out = encode_tokens(loaded.model, sub, "none", dtype=dtype).cpu().numpy()
+                pos = 0  # no hidden tokens in a group: output order is the concatenation order
+                for k in sub_keys:
+                    a, b = layout[k]
+                    values[start + rows, a:b] = out[:, pos : pos + (b - a)]
+                    mask[start + rows, a:b] = True
+                    pos += b - a
+            bar.update(len(batch))
+    return values, mask

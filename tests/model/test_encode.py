@@ -1,0 +1,163 @@
+"""The fast encode path: SDPA == official, no token truncation, absent modalities masked, views."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.data import open_dataset
+from engine.errors import ModelError
+from engine.model.encode import (
+    embed_objects,
+    encode_tokens,
+    encoder_outputs,
+    token_embeddings,
+    tokenize_batch,
+    view_layout,
+)
+from engine.model.fast import disable_fast_attention, enable_fast_attention, is_fast
+from engine.model.loading import build_model, load_model
+from engine.model.modalities import spec
+
+
+def _random_tokens(keys, batch, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randint(0, 1000, (batch, spec(k).num_tokens), generator=g) for k in keys}
+
+
+@pytest.mark.parametrize("qk_norm", [True, False])
+def test_sdpa_matches_official_fp32(qk_norm, tiny_preset, test_keys):
+    torch.manual_seed(1)
+    import dataclasses
+
+    preset = dataclasses.replace(
+        tiny_preset, qk_norm=qk_norm, qkv_bias=not qk_norm, gated_mlp=qk_norm, dim=64, num_heads=4
+    )
+    model = build_model(preset, test_keys).eval()
+    tokens = _random_tokens(test_keys, 3)
+    present = {"tok_image": torch.tensor([True, False, True]), "tok_z": torch.tensor([False, True, True])}
+    total = sum(t.shape[1] for t in tokens.values())
+    official = model.encode(tokens, num_encoder_tokens=total)
+    official_masked = encode_tokens(model, tokens, "none", present)
+    enable_fast_attention(model)
+    assert is_fast(model)
+    fast = encode_tokens(model, tokens, "none")
+    fast_masked = encode_tokens(model, tokens, "none", present)
+    assert (fast - official).abs().max().item() <= 1e-4
+    assert (fast_masked - official_masked).abs().max().item() <= 1e-4
+    # the decoder's cross- and self-attention go through SDPA too: logits match the official path
+    target = [spec("tok_z").modality]
+    fast_logits = model(tokens, target)["tok_z"]
+    disable_fast_attention(model)
+    assert not is_fast(model)
+    assert (fast_logits - model(tokens, target)["tok_z"]).abs().max().item() <= 1e-4
+
+
+def test_all_tokens_are_used_not_truncated_at_256(tiny_preset, test_keys):
+    torch.manual_seed(0)
+    model = build_model(tiny_preset, test_keys).eval()
+    tokens = _random_tokens(("tok_image", "tok_spectrum_desi"), 2)
+    out, valid = encoder_outputs(model, tokens)
+    assert out.shape[1] == 576 + 273 and valid.all()
+    truncated = model.encode(tokens)  # the official default keeps only 256 tokens
+    assert truncated.shape[1] == 256
+    # changing a spectrum token (beyond position 256) changes the engine's embedding
+    changed = {k: v.clone() for k, v in tokens.items()}
+    changed["tok_spectrum_desi"][:, -1] = (changed["tok_spectrum_desi"][:, -1] + 1) % 1024
+    assert not torch.equal(encode_tokens(model, tokens), encode_tokens(model, changed))
+
+
+def test_hidden_modality_equals_dropping_it(tiny_preset, test_keys):
+    torch.manual_seed(0)
+    model = build_model(tiny_preset, test_keys).eval()
+    enable_fast_attention(model)
+    tokens = _random_tokens(("tok_image", "tok_flux_g", "tok_z"), 2)
+    present = {"tok_z": torch.tensor([False, False])}
+    masked = encode_tokens(model, tokens, "mean", present)
+    dropped = encode_tokens(model, {k: v for k, v in tokens.items() if k != "tok_z"}, "mean")
+    assert (masked - dropped).abs().max().item() <= 1e-5
+
+
+def test_encode_tokens_rejects_bad_input(tiny_preset):
+    model = build_model(tiny_preset, ("tok_flux_g",)).eval()
+    with pytest.raises(ModelError, match="tok_image"):
+        encode_tokens(model, _random_tokens(("tok_image",), 1))
+    with pytest.raises(ModelError, match="pooling 'max'"):
+        encode_tokens(model, _random_tokens(("tok_flux_g",), 1), pooling="max")
+    with pytest.raises(ModelError, match="no tokens"):
+        encode_tokens(model, {})
+
+
+def test_embed_objects_views_and_validity(tiny_model_dir, model_dataset, tiny_preset):
+    loaded = load_model(tiny_model_dir)
+    ds = open_dataset(model_dataset)
+    ids = ds.ids
+    expected_valid = {
+        "image": np.arange(12) < 8,
+        "spectrum": np.arange(12) < 7,
+        "photometry": np.arange(12) < 11,  # the qso (11) has no fluxes
+        "joint": np.arange(12) < 11,
+    }
+    for view, want in expected_valid.items():
+        emb, valid = embed_objects(loaded, ds, ids, view, batch_size=5, progress=False)
+        assert emb.shape == (12, tiny_preset.dim) and emb.dtype == np.float32
+        np.testing.assert_array_equal(valid, want, err_msg=view)
+        assert np.all(emb[~valid] == 0) and np.all(np.abs(emb[valid]).sum(1) > 0)
+        assert np.isfinite(emb).all()
+
+
+def test_embed_objects_matches_official_encode_per_object(tiny_model_dir, model_dataset):
+    """Batched + grouped + SDPA embeddings equal the official encode of each object alone."""
+    loaded = load_model(tiny_model_dir)
+    ds = open_dataset(model_dataset)
+    ids = ds.ids[[0, 4, 5, 9, 11, 2]]
+    emb, valid = embed_objects(loaded, ds, ids, "joint", batch_size=4, progress=False)
+    reference = load_model(tiny_model_dir)  # untouched official attention
+    keys = [k for k in reference.token_keys if k != "tok_z"]
+    for row, oid in enumerate(ids):
+        tokens, present = tokenize_batch(reference, ds, np.array([oid]), keys)
+        have = {k: tokens[k] for j, k in enumerate(keys) if present[0, j]}
+        if not have:
+            assert not valid[row]
+            continue
+        total = sum(t.shape[1] for t in have.values())
+        with torch.no_grad():
+            ref = reference.model.encode(have, num_encoder_tokens=total).mean(1)[0].numpy()
+        np.testing.assert_allclose(emb[row], ref, atol=1e-4)
+
+
+def test_order_and_batch_size_do_not_change_embeddings(tiny_model_dir, model_dataset):
+    loaded = load_model(tiny_model_dir)
+    ds = open_dataset(model_dataset)
+    a, va = embed_objects(loaded, ds, ds.ids, "joint", batch_size=12, progress=False)
+    b, vb = embed_objects(loaded, ds, ds.ids[::-1], "joint", batch_size=3, progress=False)
+    np.testing.assert_array_equal(va, vb[::-1])
+    np.testing.assert_allclose(a, b[::-1], atol=1e-5)
+
+
+def test_token_embeddings_layout_and_mask(tiny_model_dir, model_dataset, tiny_preset):
+    loaded = load_model(tiny_model_dir)
+    ds = open_dataset(model_dataset)
+    layout = view_layout(loaded, "spectrum")
+    assert layout == {"tok_spectrum_desi": (0, 273), "tok_spectrum_sdss": (273, 546)}
+    ids = ds.ids[[0, 4, 6, 8]]
+    values, mask = token_embeddings(loaded, ds, ids, "spectrum", batch_size=2)
+    assert values.shape == (4, 546, tiny_preset.dim) and mask.shape == (4, 546)
+    np.testing.assert_array_equal(mask[:, 0], [True, True, False, False])  # DESI: objects 0-4
+    np.testing.assert_array_equal(mask[:, 273], [False, True, True, False])  # SDSS: 4-6
+    assert np.all(values[~mask] == 0)
+    # mean over the valid tokens equals the pooled embedding
+    emb, _ = embed_objects(loaded, ds, ids, "spectrum", progress=False)
+    pooled = (values * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+    np.testing.assert_allclose(pooled, emb, atol=1e-5)
+
+
+def test_unknown_view_and_view_the_model_lacks(tiny_model_dir, model_dataset):
+    loaded = load_model(tiny_model_dir)
+    ds = open_dataset(model_dataset)
+    with pytest.raises(ModelError, match="unknown view 'radio'.*image, spectrum, photometry, joint"):
+        embed_objects(loaded, ds, ds.ids, "radio", progress=False)
+    loaded.config = {**loaded.config, "domains_in": ["tok_z"]}
+    with pytest.raises(ModelError, match="accepts none of view 'image'"):
+        embed_objects(loaded, ds, ds.ids, "image", progress=False)
