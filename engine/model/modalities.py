@@ -55,11 +55,11 @@ class ModalitySpec:
         if self.kind == "scalar":
             if self.column not in catalog_rows.columns:
                 return np.zeros(n, dtype=bool)
-            return np.isfinite(catalog_rows[self.column].to_numpy(dtype=np.float64))
+            return np.isfinite(catalog_rows[self.column].to_numpy(dtype=np.float64, copy=True))
         flag = schema.source(self.source).flag
         if flag not in catalog_rows.columns:
             return np.zeros(n, dtype=bool)
-        return catalog_rows[flag].to_numpy(dtype=bool)
+        return catalog_rows[flag].to_numpy(dtype=bool, copy=True)
 
 
 def _scalar(modality: type, column: str) -> ModalitySpec:
@@ -218,7 +218,7 @@ def _image_modality(sp: ModalitySpec, dataset, ids: np.ndarray, present: np.ndar
             src_ch = hit.argmax(axis=1)
             m = np.flatnonzero(has)
             flux[dest[m], j] = arr[m, src_ch[m]]
-        unknown = set(np.unique(bands)) - set(sp.bands) - {""}
+        unknown = {str(b) for b in np.unique(bands)} - set(sp.bands) - {""}
         if unknown:
             raise DatasetError(
                 f"{path}: field 'image_band' has {sorted(unknown)}; accepted: {list(sp.bands)}"

@@ -3,7 +3,7 @@
 ``base`` and ``large`` are the published AION-1 shapes (the official ``aion`` factory
 functions ``fm_base_12e_12d_swiglu_qknorm_nobias`` / ``fm_large_24e_24d_swiglu_qknorm_nobias``:
 SwiGLU, QK-norm, no biases) with the published codec sizes (image codec 512 hidden,
-spectrum codec ConvNeXt 96-768). ``nano`` is sized to train on 2 CPU cores in well under an
+spectrum codec ConvNeXt 96-512: 70 M and 24.5 M parameters). ``nano`` is sized to train on 2 CPU cores in well under an
 hour and ship in the repository (model folder <= 25 MB); ``small`` sits between.
 
 Token counts and vocabularies are fixed by the official modality registry (576 image tokens
@@ -54,7 +54,9 @@ class ModelPreset:
     image_quantizer_levels: tuple[int, ...] = IMAGE_QUANTIZER_LEVELS
     # spectrum codec (aion.codecs.SpectrumCodec); 4 stages: 8704 px / 32 = 272 codes + 1 norm token
     spectrum_encoder_depths: tuple[int, ...] = (3, 3, 9, 3)
-    spectrum_encoder_dims: tuple[int, ...] = (96, 192, 384, 768)
+    # (96, 192, 384, 512) with 512 latent channels gives the published 24.5 M-parameter codec
+    # (the package default 768 fails its own latent_channels assertion)
+    spectrum_encoder_dims: tuple[int, ...] = (96, 192, 384, 512)
     spectrum_decoder_depths: tuple[int, ...] = (3, 3, 9, 3)
     spectrum_decoder_dims: tuple[int, ...] = (384, 192, 96, 1)
     # scalar codecs (quantile tables)
