@@ -166,11 +166,12 @@ def ingest(
     overwrite: bool = False,
     progress: bool = True,
     name: str | None = None,
+    strict: bool = False,
 ) -> IngestReport:
     """Ingest MMU HDF5 (``fmt='mmu'``) or survey FITS/ECSV/CSV (``fmt='fits'``) files into ``out``.
 
-    Raises ValidationError when no input file is usable (every bad file is listed) and
-    DatasetError when ``out`` exists without ``overwrite``; otherwise returns the report.
+    Raises ValidationError when no input file is usable (every bad file is listed), or when
+    any is bad and ``strict``, before anything is written; otherwise returns the report.
     """
     t0 = time.perf_counter()
     if not radius_arcsec > 0:
@@ -183,9 +184,10 @@ def ingest(
     if not files:
         raise ValidationError(f"no input files found in {[str(p) for p in paths]} for format {fmt!r}")
     scans = scan_inputs(files, fmt, report, progress)
-    if not scans:
+    if not scans or (strict and report.bad):
         lines = "; ".join(f.error for f in report.bad)
-        raise ValidationError(f"no usable input file ({len(report.bad)} bad): {lines}")
+        what = "no usable input file" if not scans else "--strict: nothing written"
+        raise ValidationError(f"{what} ({len(report.bad)} bad): {lines}")
     catalog, mapping, notes = build_catalog(scans, radius_arcsec)
     report.notes.extend(notes)
     total = sum(len(s.catalog) for s in scans)
@@ -223,3 +225,147 @@ def ingest(
     report.multi_source_rows = int((catalog["n_sources"] > 1).sum())
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def ingest_embeddings(
+    paths: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    columns=None,
+    view: str = "image",
+    model: str = "aion-base",
+    overwrite: bool = False,
+    progress: bool = True,
+    name: str | None = None,
+    index_root: str | os.PathLike | None = None,
+) -> IngestReport:
+    """Ingest published embeddings (Parquet) as a catalog-only dataset plus a view's embeddings.
+
+    The catalog goes to ``out`` (atomically, via DatasetWriter); vectors go to the index
+    store's layout, ``<index_root>/<dataset>/<model>/<view>/embeddings.npy`` (float16,
+    row-aligned with the catalog) + ``valid.npy`` (False where the table's vector was null or
+    not finite) + ``embeddings.json``, so ``aion-engine index`` and the app use them as if
+    ``embed`` had computed them. Files are streamed in record batches into a float16 memmap.
+    """
+    from engine import paths as engine_paths
+    from engine.data.readers import embeddings_table as et
+    from engine.data.store import open_dataset
+    from engine.index.embeddings import write_embeddings
+    from engine.index.manifest import VIEWS
+
+    t0 = time.perf_counter()
+    cols = columns or et.EmbeddingColumns()
+    if view not in VIEWS:
+        raise ValidationError(f"--view: {view!r} is not a view; accepted: {', '.join(VIEWS)}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ValidationError(f"{out}: already exists (pass --overwrite to replace it)")
+    files = find_inputs(paths, "embeddings")
+    if not files:
+        raise ValidationError(f"no Parquet files found in {[str(p) for p in paths]}")
+    report = IngestReport(out=str(out), format="embeddings")
+    infos = []
+    for path in files:
+        try:
+            infos.append(et.inspect(path, cols))
+        except ValidationError as exc:
+            report.files.append(FileResult.of(path, error=str(exc)))
+    dims = {i.dim for i in infos}
+    if len(dims) > 1:
+        first = infos[0].dim
+        for i in [i for i in infos if i.dim != first]:
+            report.files.append(FileResult.of(i.path, error=f"{i.path}: field {i.vector_col!r}: dim {i.dim} != {first} of {infos[0].path}"))
+        infos = [i for i in infos if i.dim == first]
+    if not infos:
+        raise ValidationError(f"no usable input file ({len(report.bad)} bad): " + "; ".join(f.error for f in report.bad))
+    total, dim = sum(i.rows for i in infos), infos[0].dim
+    dataset_name = name or out.name
+    view_dir = (Path(index_root) / dataset_name / engine_paths.model_id_of(model) / view) if index_root else (
+        engine_paths.view_dir(dataset_name, model, view)
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = out.parent / f".{out.name}.vectors-{os.getpid()}.npy"
+    try:
+        vectors = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float16, shape=(total, dim))
+        ids = np.empty(total, np.int64)
+        ra = np.empty(total)
+        dec = np.empty(total)
+        kind = np.empty(total, object)
+        valid = np.zeros(total, bool)
+        scalar_names = sorted({c for i in infos for c in i.scalar_cols})
+        scalars = {c: np.full(total, np.nan) for c in scalar_names}
+        filled = 0
+        bar = tqdm(total=total, desc="read", unit="row", disable=not progress)
+        for info in infos:
+            start = filled
+            try:
+                for b in et.batches(info, cols):
+                    m = len(b.ids)
+                    sl = slice(filled, filled + m)
+                    ids[sl], ra[sl], dec[sl], kind[sl] = b.ids, b.ra, b.dec, b.kind
+                    finite = np.isfinite(b.vectors).all(axis=1) & (np.abs(b.vectors) < 65504).all(axis=1)
+                    valid[sl] = finite
+                    vectors[sl] = np.where(finite[:, None], b.vectors, 0).astype(np.float16)
+                    for c in info.scalar_cols:
+                        scalars[c][sl] = b.scalars[c]
+                    filled += m
+                    bar.update(m)
+                _check_embedding_ids(info, ids, start, filled)
+            except ValidationError as exc:
+                report.files.append(FileResult.of(info.path, error=str(exc)))
+                bar.update(info.rows - (filled - start))
+                filled = start  # the next file overwrites this one's rows
+                continue
+            report.files.append(FileResult.of(info.path, label=f"embeddings table (dim {dim})", objects=filled - start,
+                                              skipped_objects=int((~valid[start:filled]).sum())))
+        bar.close()
+        if filled == 0:
+            raise ValidationError("no usable input file: " + "; ".join(f.error for f in report.bad))
+        catalog = pd.DataFrame({"object_id": ids[:filled], "ra": ra[:filled], "dec": dec[:filled],
+                                "kind": kind[:filled].astype(str)})
+        for c in schema.SCALAR_COLUMNS:
+            catalog[c] = scalars[c][:filled] if c in scalars else np.nan
+        info_json = {
+            "name": dataset_name,
+            "version": 1,
+            "provenance": {
+                "kind": "ingest",
+                "format": "embeddings",
+                "model": str(model),
+                "view": view,
+                "files": [{"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "objects": f.objects} for f in report.good],
+                "bad_files": [f.error for f in report.bad],
+            },
+        }
+        with DatasetWriter(out, overwrite=overwrite) as writer:
+            writer.commit(catalog, info_json)
+        ds = open_dataset(out)
+        vectors.flush()
+        write_embeddings(
+            view_dir, vectors[:filled], valid[:filled], model_id=engine_paths.model_id_of(model),
+            model_hash="published", dataset_hash=ds.hash, view=view, dataset_name=dataset_name,
+            extra={"source": "ingest --format embeddings", "files": [f.path for f in report.good]},
+        )
+        del vectors
+    finally:
+        scratch.unlink(missing_ok=True)
+    report.objects = filled
+    report.per_source = {f"embeddings:{view}": int(valid[:filled].sum())}
+    report.dataset_hash = ds.hash
+    report.notes.append(f"vectors -> {view_dir}")
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _check_embedding_ids(info, ids: np.ndarray, start: int, stop: int) -> None:
+    """This file's ids are unique and new (earlier files' ids are ids[:start])."""
+    mine = ids[start:stop]
+    uniq, counts = np.unique(mine, return_counts=True)
+    if (counts > 1).any():
+        raise ValidationError(f"{info.path}: field 'object_id': duplicated id {uniq[counts > 1][0]}")
+    if start:
+        earlier = np.sort(ids[:start])
+        pos = np.searchsorted(earlier, uniq).clip(0, start - 1)
+        hit = earlier[pos] == uniq
+        if hit.any():
+            raise ValidationError(f"{info.path}: field 'object_id': id {uniq[hit][0]} already read from an earlier file")

@@ -64,10 +64,7 @@ def _scan_fits(path: Path) -> FileScan:
     from engine.data.readers.fitsutil import open_fits
 
     if _suffix_ok(path, TABLE_SUFFIXES):
-        table = gaia_xp.read_table(path)
-        if not gaia_xp.looks_like_table(table.colnames):
-            raise fail(path, "bp_coefficients", "table is not a Gaia XP continuous-spectra table (no bp/rp_coefficients)")
-        return gaia_xp.scan(path, table)
+        return gaia_xp.scan(path)  # the only text tables accepted: it names any missing column
     with open_fits(path) as hdul:
         if sdss_fits.looks_like(hdul):
             return sdss_fits.scan(path, hdul)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 
 from engine.data.readers.base import fail
 from engine.data.readers.columns import find
@@ -15,11 +16,17 @@ from engine.data.readers.columns import find
 def open_fits(path: Path) -> fits.HDUList:
     """Open read-only (memmap where the data allow it); every HDU is parsed now, so a
     truncated file fails here with one line instead of half-way through the ingest."""
+    hdul = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", fits.verify.VerifyWarning)
+            warnings.simplefilter("error", AstropyUserWarning)  # "File may have been truncated"
             hdul = fits.open(path, mode="readonly", memmap=True, lazy_load_hdus=False)
-    except Exception as exc:  # astropy raises OSError, ValueError, VerifyWarning, ... for damaged files
+            for h in hdul:  # memory-mapped: touching the data checks the file holds all of it
+                _ = h.data
+    except Exception as exc:  # astropy raises OSError, ValueError, warnings, ... for damaged files
+        if hdul is not None:
+            hdul.close()
         raise fail(path, None, f"cannot open as FITS (truncated or corrupt?): {exc}") from exc
     return hdul
 

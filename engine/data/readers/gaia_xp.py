@@ -24,7 +24,7 @@ ARRAY_COLUMNS = ("bp_coefficients", "rp_coefficients", "bp_coefficient_errors", 
 
 
 def looks_like_table(names) -> bool:
-    return cols.find(names, "bp_coefficients") is not None and cols.find(names, "rp_coefficients") is not None
+    return cols.find(names, "bp_coefficients") is not None or cols.find(names, "rp_coefficients") is not None
 
 
 def read_table(path: Path) -> Table:

@@ -1,16 +1,17 @@
 """Put survey image cutouts into the dataset layout: schema band order, 96x96, float32.
 
 Layout written (per object): ``image_array`` and ``image_ivar`` (bands, 96, 96) float32,
-``image_mask`` (bands, 96, 96) bool with True = usable pixel (the MMU convention: MMU's
-Legacy Survey ``bit_mask`` is the clean-pixel map), ``image_band`` the schema band names,
+``image_mask`` (bands, 96, 96) bool with True = bad pixel (as the mock survey and the
+spectra; MMU's Legacy Survey ``bit_mask`` is the opposite, a clean-pixel map, so it is
+inverted on the way in), ``image_band`` the schema band names,
 ``image_psf_fwhm`` and ``image_scale`` (bands,) float32.
 
 * Bands are matched case-insensitively to the schema names (``des-g`` -> ``DES-G``; a bare
   ``g`` in a Legacy Survey file means ``DES-G``). A band the schema does not know is an error;
-  a schema band the file lacks is filled with zeros, ivar 0 and mask False, which is how
+  a schema band the file lacks is filled with zeros, ivar 0 and mask True, which is how
   AION's image codec treats a missing channel.
 * Larger cutouts are centre-cropped to 96 (the codec's input); smaller ones are padded with
-  ivar 0 / mask False pixels (no information), never interpolated.
+  ivar 0 / mask True pixels (no information), never interpolated.
 """
 
 from __future__ import annotations
@@ -73,21 +74,24 @@ def standardize(
     bands: list[str],
     array: np.ndarray,
     ivar: np.ndarray | None,
-    mask: np.ndarray | None,
+    clean: np.ndarray | None,
     psf_fwhm: np.ndarray | None = None,
     scale: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Images (n, len(bands), H, W) with schema-named ``bands`` -> the dataset's image fields."""
+    """Images (n, len(bands), H, W) with schema-named ``bands`` -> the dataset's image fields.
+
+    ``clean`` is an optional good-pixel map (True = usable), per band or one for all bands.
+    """
     target = SURVEY_BANDS[source]
     n = array.shape[0]
     size = schema.IMAGE_SIZE
     out_img = np.zeros((n, len(target), size, size), np.float32)
     out_ivar = np.zeros((n, len(target), size, size), np.float32)
-    out_mask = np.zeros((n, len(target), size, size), bool)
+    out_bad = np.ones((n, len(target), size, size), bool)
     out_psf = np.full((n, len(target)), np.nan, np.float32)
     out_scale = np.full((n, len(target)), PIXEL_SCALE[source], np.float32)
-    if mask is not None and mask.ndim == 3:  # one mask for all bands (MMU Legacy Survey bit_mask)
-        mask = np.repeat(mask[:, None], array.shape[1], axis=1)
+    if clean is not None and clean.ndim == 3:  # one map for all bands (MMU Legacy Survey bit_mask)
+        clean = np.repeat(clean[:, None], array.shape[1], axis=1)
     for j, band in enumerate(bands):
         k = target.index(band)
         img = np.asarray(array[:, j], dtype=np.float32)
@@ -95,11 +99,11 @@ def standardize(
         iv = np.ones_like(img) if ivar is None else np.asarray(ivar[:, j], dtype=np.float32)
         iv = np.where(finite & np.isfinite(iv) & (iv > 0), iv, 0).astype(np.float32)
         good = finite & (iv > 0)
-        if mask is not None:
-            good &= np.asarray(mask[:, j], dtype=bool)
+        if clean is not None:
+            good &= np.asarray(clean[:, j], dtype=bool)
         out_img[:, k] = fit_size(np.where(finite, img, 0).astype(np.float32), 0)
         out_ivar[:, k] = fit_size(iv, 0)
-        out_mask[:, k] = fit_size(good, False)
+        out_bad[:, k] = fit_size(~good, True)
         if psf_fwhm is not None:
             out_psf[:, k] = psf_fwhm[:, j]
         if scale is not None:
@@ -107,7 +111,7 @@ def standardize(
     return {
         "image_array": out_img,
         "image_ivar": out_ivar,
-        "image_mask": out_mask,
+        "image_mask": out_bad,
         "image_band": np.array([list(target)] * n, dtype="S8"),
         "image_psf_fwhm": out_psf,
         "image_scale": out_scale,

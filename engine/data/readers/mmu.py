@@ -106,8 +106,9 @@ def scan(path: Path) -> FileScan:
 # --- ids -----------------------------------------------------------------------------------
 
 
-def _int_or_text_ids(f: _File, name: str, n: int) -> tuple[np.ndarray, list[str]]:
-    raw = f.column(n, name)
+def _int_or_text_ids(f: _File, names: tuple[str, ...], n: int) -> tuple[np.ndarray, list[str]]:
+    raw = f.column(n, *names)
+    name = f.has(*names)
     if raw.dtype.kind in "iu":
         ids = raw.astype(np.int64)
         return ids, [str(i) for i in ids]
@@ -156,7 +157,7 @@ def _float_array(f: _File, name: str, ndim: int, n: int, tail: tuple | None = No
     return ds
 
 
-# --- images --------------------------------------------------------------------------------
+# --- images (MMU's bit_mask / image_mask are clean-pixel maps: True = usable) --------------------------------------------------------------------------------
 
 
 def _scan_image(f: _File) -> FileScan:
@@ -204,10 +205,10 @@ def _scan_image(f: _File) -> FileScan:
             ids = idmod.ls_id(release, brickid, objid)
             names = text if text is not None else [str(i) for i in ids]
         else:
-            ids, names = _int_or_text_ids(f, "object_id", n)
+            ids, names = _int_or_text_ids(f, ("object_id",), n)
         kind = cols.kind_from_ls_type(f.column(n, "TYPE")) if f.has("TYPE") else np.array(["galaxy"] * n, object)
     else:
-        ids, names = _int_or_text_ids(f, "object_id", n)
+        ids, names = _int_or_text_ids(f, ("object_id",), n)
         ext = f.column(n, "i_extendedness_value", required=False, numeric=True)
         kind = np.where(ext == 0, "star", "galaxy").astype(object) if ext is not None else np.array(["galaxy"] * n, object)
     check_unique_ids(f.path, "object_id", ids)
@@ -312,7 +313,7 @@ def _scan_spectrum(f: _File) -> FileScan:
         ids = idmod.sdss_id(*(f.column(n, c, numeric=True) for c in ("PLATE", "MJD", "FIBERID")))
         names = [f"{p}-{m}-{fb}" for p, m, fb in zip(*(f.column(n, c) for c in ("PLATE", "MJD", "FIBERID")), strict=True)]
     else:
-        ids, names = _int_or_text_ids(f, "object_id" if f.has("object_id") else "TARGETID", n)
+        ids, names = _int_or_text_ids(f, ("object_id", "TARGETID", "SPECOBJID"), n)
     check_unique_ids(f.path, "object_id", ids)
     if is_sdss:
         ra, dec = _positions(f, n, ("ra", "PLUG_RA"), ("dec", "PLUG_DEC"))

@@ -24,7 +24,7 @@ from engine.data.readers.fitsutil import column, hdu, open_fits, table_data
 
 def looks_like(hdul: fits.HDUList) -> bool:
     names = {h.name.upper() for h in hdul}
-    return "COADD" in names and "SPECOBJ" in names
+    return "COADD" in names  # a missing SPECOBJ is then reported by scan, naming that HDU
 
 
 def _spectrum(path: Path, hdul: fits.HDUList):
