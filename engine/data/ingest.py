@@ -74,6 +74,18 @@ def scan_inputs(files: Sequence[Path], fmt: str, report: IngestReport, progress:
     return scans
 
 
+def _common_optional_fields(scans: Sequence[FileScan]) -> dict[str, set[str]]:
+    """Per source, the optional fields every one of its files provides (always-written ones
+    such as image_psf_fwhm come from the readers for every file)."""
+    out: dict[str, set[str]] = {}
+    for sc in scans:
+        src = schema.source(sc.source)
+        always = {"image_psf_fwhm", "image_scale"} & set(src.optional_fields)
+        mine = set(sc.optional_fields) | always
+        out[sc.source] = mine if sc.source not in out else out[sc.source] & mine
+    return out
+
+
 def _check_cross_file_ids(sc: FileScan, seen: dict[str, dict[int, str]]) -> None:
     known = seen.get(sc.source, {})
     for oid in sc.catalog["object_id"].tolist():
@@ -191,13 +203,16 @@ def ingest(
     catalog, mapping, notes = build_catalog(scans, radius_arcsec)
     report.notes.extend(notes)
     total = sum(len(s.catalog) for s in scans)
+    optional = _common_optional_fields(scans)
     with DatasetWriter(out, overwrite=overwrite) as writer:
         bar = tqdm(total=total, desc="write", unit="obj", disable=not progress)
         for sc in scans:
             lookup = mapping[sc.source]
+            src = schema.source(sc.source)
             for ids, fields in sc.read_arrays(CHUNK):
                 final = lookup.loc[np.asarray(ids, np.int64)].to_numpy(np.int64)
-                writer.append(sc.source, final, **fields)
+                keep = {k: v for k, v in fields.items() if k in src.fields or k in optional[sc.source]}
+                writer.append(sc.source, final, **keep)
                 bar.update(len(final))
         bar.close()
         info = {

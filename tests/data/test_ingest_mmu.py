@@ -147,3 +147,23 @@ def test_gaia_xp_coefficients(mmu_root):
     cat = ds.objects(ids)
     np.testing.assert_allclose(cat["parallax"], truth["gaia"]["parallax"][1:])
     assert cat["kind"].tolist() == ["star", "star"]
+
+
+def test_optional_lsf_kept_only_when_every_file_has_it(mmu_root, tmp_path):
+    _, out, truth, _ = mmu_root
+    got = open_dataset(out).read("spectrum_desi", truth["desi"]["TARGETID"][1:])
+    np.testing.assert_array_equal(got["spectrum_lsf_sigma"], truth["desi"]["spectrum_lsf_sigma"][1:])
+    rng = np.random.default_rng(3)
+    root = tmp_path / "two"
+    producers.mmu_desi(producers.mmu_path(root, "edr_sv3", 1), [1.0, 2.0], [0.0, 0.0], rng)
+    other = producers.mmu_path(root, "edr_sv3", 2)
+    producers.mmu_desi(other, [3.0], [0.0], rng)
+    import h5py
+
+    with h5py.File(other, "a") as f:
+        del f["spectrum_lsf_sigma"]
+    ingest([root], tmp_path / "ds", "mmu", progress=False)
+    ds = open_dataset(tmp_path / "ds")
+    got = ds.read("spectrum_desi", ds.ids)
+    assert "spectrum_lsf_sigma" not in got  # half the rows lacking it would misalign the field
+    assert got["spectrum_flux"].shape == (3, 7781)

@@ -39,6 +39,9 @@ class FileScan:
     n_skipped: int = 0
     notes: list[str] = field(default_factory=list)
     kind_label: str = ""  # e.g. "MMU legacysurvey", "SDSS spec FITS": for the report
+    #: optional schema fields this file's chunks carry; ingest writes an optional field only when
+    #: every file of the source has it, so the HDF5 datasets stay row-aligned with object_id
+    optional_fields: frozenset[str] = frozenset()
 
 
 def fail(path: Path | str, fld: str | None, message: str) -> ValidationError:

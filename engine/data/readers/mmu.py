@@ -336,6 +336,8 @@ def _scan_spectrum(f: _File) -> FileScan:
     )
     if length != len(grid):
         scan.notes.append(f"{length}-pixel spectra resampled onto the {len(grid)}-pixel schema grid")
+    elif f.has("spectrum_lsf_sigma") and f.dataset("spectrum_lsf_sigma").shape == (n, length):
+        scan.optional_fields = frozenset({"spectrum_lsf_sigma"})
     return scan
 
 
@@ -353,7 +355,7 @@ def _read_spectra(path, ids, rows, grid, is_sdss, chunk) -> Iterator:
             fields = spectra.on_grid(wave, flux, ivar, bad, grid, log=is_sdss)
             lsf = h.get("spectrum_lsf_sigma")
             if lsf is not None and lsf.shape == h["spectrum_flux"].shape and flux.shape[1] == len(grid):
-                fields["spectrum_lsf_sigma"] = take(lsf, sel).astype(np.float32)
+                fields["spectrum_lsf_sigma"] = take(lsf, sel).astype(np.float32)  # kept on its own grid only
             yield ids[sel], fields
 
 
