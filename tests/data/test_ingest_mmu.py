@@ -162,7 +162,10 @@ def test_optional_lsf_kept_only_when_every_file_has_it(mmu_root, tmp_path):
 
     with h5py.File(other, "a") as f:
         del f["spectrum_lsf_sigma"]
-    ingest([root], tmp_path / "ds", "mmu", progress=False)
+        for key in ("TARGETID", "object_id"):
+            f[key][...] = [7]
+    report = ingest([root], tmp_path / "ds", "mmu", progress=False)
+    assert not report.bad
     ds = open_dataset(tmp_path / "ds")
     got = ds.read("spectrum_desi", ds.ids)
     assert "spectrum_lsf_sigma" not in got  # half the rows lacking it would misalign the field
