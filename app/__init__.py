@@ -1,0 +1,1 @@
+"""AION Explorer's Panel app: `panel serve app` serves app/main.py."""

@@ -1,0 +1,79 @@
+"""The AION Explorer app: `panel serve app` serves this file, one template per session.
+
+Heavy data comes from :func:`app.data_store.get_store` (once per process); each session builds
+only its small :class:`~app.state.AppState` and the views, and syncs state to the URL.
+"""
+
+from __future__ import annotations
+
+import holoviews as hv
+import panel as pn
+
+from app.config import AppConfig, load_config
+from app.data_store import get_store
+from app.messages import AppMessage
+from app.state import TABS, AppState
+from app.views.object import ObjectView
+from app.views.sky import SkyView
+from app.views.spectrum import SpectrumView
+
+#: URL query names for the state that makes a link reopen the same view.
+URL_KEYS = {"dataset": "dataset", "object_id": "object", "view": "view", "tab": "tab"}
+
+TAB_TITLES = {
+    "sky": "Sky", "object": "Object", "similar": "Similar", "segmentation": "Segmentation",
+    "spectrum": "Spectrum", "map": "Embedding map", "labels": "Labels", "outreach": "Outreach",
+}
+
+
+def _views(store, state) -> dict:
+    from app.views.embedding_map import MapView
+    from app.views.labels import LabelsView
+    from app.views.outreach import OutreachView
+    from app.views.segmentation import SegmentationView
+    from app.views.similar import SimilarView
+
+    classes = {"sky": SkyView, "object": ObjectView, "similar": SimilarView, "segmentation": SegmentationView,
+               "spectrum": SpectrumView, "map": MapView, "labels": LabelsView, "outreach": OutreachView}
+    return {name: classes[name](store, state) for name in TABS}
+
+
+def build_app(config: AppConfig | None = None, sync_url: bool = True):
+    """The session's template; a store that cannot load becomes one clear message page."""
+    pn.extension("tabulator", "filedropper", notifications=True)
+    hv.extension("bokeh")
+    config = config or load_config()
+    try:
+        store = get_store(config)
+    except AppMessage as msg:
+        return pn.template.FastListTemplate(title="AION Explorer", main=[pn.pane.Alert(str(msg), alert_type="danger")])
+    state = AppState(store)
+    views = _views(store, state)
+    tabs = pn.Tabs(*((TAB_TITLES[k], v) for k, v in views.items()), dynamic=True, sizing_mode="stretch_width")
+
+    def tab_to_index(event):
+        tabs.active = list(TABS).index(event.new)
+
+    state.param.watch(tab_to_index, "tab")
+    tabs.param.watch(lambda e: setattr(state, "tab", TABS[e.new]), "active")
+    tabs.active = list(TABS).index(state.tab)
+    if sync_url and pn.state.location is not None:
+        pn.state.location.sync(state, URL_KEYS)
+    message = pn.pane.Alert(
+        state.param.message, alert_type=state.param.message_level, visible=state.param.message.rx.bool(),
+        sizing_mode="stretch_width", css_classes=["aion-message"],
+    )
+    header = pn.pane.Markdown(
+        state.param.object_id.rx.pipe(lambda oid: f"**Selected:** {oid if oid is not None else 'none'} · dataset **{store.name}**"),
+        css_classes=["aion-selected"],
+    )
+    template = pn.template.FastListTemplate(
+        title="AION Explorer", main=[pn.Column(header, message, tabs, sizing_mode="stretch_width")],
+        accent_base_color="#1f4e79", header_background="#1f4e79", theme_toggle=False,
+    )
+    template.aion_state = state  # tests and benchmarks reach the session state through the template
+    return template
+
+
+if pn.state.served:
+    build_app().servable(title="AION Explorer")

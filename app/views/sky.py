@@ -1,0 +1,135 @@
+"""Sky: the whole catalog rasterized by Datashader over RA/Dec, coloured by any column; a tap
+selects the nearest object; search hits and the selection drawn on top; zoomed in far enough,
+each visible object's own cutout drawn at its position."""
+
+from __future__ import annotations
+
+import datashader as ds
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+from holoviews.operation.datashader import dynspread, rasterize
+
+from app import images
+from app.views import View
+
+#: Below this many objects in the field, cutouts are drawn (one hv.RGB each).
+CUTOUT_MAX = 30
+#: A tap selects the nearest object within this many screen pixels.
+TAP_RADIUS_PX = 12
+PLOT_WIDTH = 820
+ARCSEC = 1 / 3600
+
+
+def aggregator_for(column: str):
+    return ds.count() if column == "count" else ds.mean(column)
+
+
+class SkyView(View):
+    title = "Sky"
+    aggregator = param.Parameter(default=ds.count())
+
+    def __init__(self, store, state, **params):
+        super().__init__(store, state, **params)
+        self.search = pn.widgets.TextInput(placeholder="object id, or RA Dec (deg or 10h00m28s +02d12m21s)", label="Go to")
+        self.search.param.watch(lambda e: self.state.goto(e.new), "value")
+        self.colour = pn.widgets.Select.from_param(state.param.colour, label="Colour by")
+        self.cmap = pn.widgets.Select(label="Colour map", options=["viridis", "fire", "kbc", "coolwarm"], value="viridis")
+        self._range = (None, None)
+        self.plot = pn.pane.HoloViews(self._build(), sizing_mode="stretch_width", min_height=520)
+        state.param.watch(self._refocus, "focus")
+        state.param.watch(lambda e: setattr(self, "aggregator", aggregator_for(e.new)), "colour")
+        self.aggregator = aggregator_for(state.colour)
+
+    # --- plot ----------------------------------------------------------------------------
+
+    def _build(self, focus=None):
+        cat = self.store.catalog
+        vdims = [c for c in self.store.colour_columns] + ["object_id"]
+        points = hv.Points(cat, kdims=["ra", "dec"], vdims=vdims)
+        raster = rasterize(points, aggregator=self.param.aggregator, selector=ds.first("object_id"))
+        shaded = dynspread(raster, threshold=0.6, max_px=3).apply.opts(cmap=self.cmap.param.value)
+        shaded = shaded.opts(
+            tools=["hover", "box_select", "tap"], colorbar=True, cnorm="eq_hist", invert_xaxis=True,
+            responsive=True, min_height=520, xlabel="RA (deg)", ylabel="Dec (deg)", active_tools=["wheel_zoom"],
+        )
+        if focus is not None:
+            ra, dec, fov = focus
+            cosd = max(np.cos(np.radians(dec)), 0.05)
+            shaded = shaded.redim.range(ra=(ra - fov / cosd, ra + fov / cosd), dec=(dec - fov, dec + fov))
+        self.tap = hv.streams.Tap(source=raster, x=None, y=None)
+        self.tap.add_subscriber(self._on_tap)
+        self.ranges = hv.streams.RangeXY(source=raster)
+        self.ranges.add_subscriber(self._on_range)
+        hits = hv.DynamicMap(self._hits, streams=[self.state.param.hits])
+        selected = hv.DynamicMap(self._selected, streams=[self.state.param.object_id])
+        self.plot_size = hv.streams.PlotSize(source=raster)
+        cutouts = hv.DynamicMap(self._cutouts, streams=[self.ranges, self.plot_size])
+        return (shaded * cutouts * hits * selected).opts(hv.opts.Overlay(responsive=True, min_height=520))
+
+    def _refocus(self, event) -> None:
+        if event.new is not None:
+            self.plot.object = self._build(event.new)
+
+    def _on_range(self, x_range=None, y_range=None) -> None:
+        self._range = (x_range, y_range)
+
+    def tap_radius_deg(self) -> float:
+        """TAP_RADIUS_PX in degrees at the current zoom (the whole catalog's span before any zoom)."""
+        x_range = self._range[0]
+        if x_range is None or None in x_range:
+            span = float(self.store.catalog["ra"].max() - self.store.catalog["ra"].min()) or 1.0
+        else:
+            span = abs(x_range[1] - x_range[0])
+        return span / PLOT_WIDTH * TAP_RADIUS_PX
+
+    def _on_tap(self, x=None, y=None) -> None:
+        if x is None or y is None:
+            return
+        oid = self.store.nearest(float(x), float(y), self.tap_radius_deg())
+        if oid is not None:
+            self.state.select(oid)
+
+    def _hits(self, hits=None):
+        if hits is None or len(hits) == 0:
+            return hv.Points([], kdims=["ra", "dec"], vdims=["object_id", "score"])
+        return hv.Points(hits, kdims=["ra", "dec"], vdims=["object_id", "score"]).opts(
+            color="#ff7f0e", marker="circle", size=10, fill_alpha=0, line_width=2, tools=["hover"]
+        )
+
+    def _selected(self, object_id=None):
+        row = self.state.row
+        if row is None:
+            return hv.Points([], kdims=["ra", "dec"])
+        return hv.Points([(float(row["ra"]), float(row["dec"]))], kdims=["ra", "dec"]).opts(
+            color="red", marker="square", size=18, fill_alpha=0, line_width=2
+        )
+
+    def _cutouts(self, x_range=None, y_range=None, width=None, height=None, scale=None):
+        """One RGBA mosaic of the visible objects' cutouts when few are in view (empty otherwise).
+
+        A single hv.RGB keeps the overlay's structure fixed while the number of objects changes.
+        """
+        known = x_range is not None and y_range is not None and None not in (*x_range, *y_range)
+        ra0, ra1, dec0, dec1 = (*x_range, *y_range) if known else self._full_bounds()
+        visible = self.store.in_box(ra0, ra1, dec0, dec1)
+        tiles = []
+        if 0 < len(visible) <= CUTOUT_MAX:
+            for oid, ra, dec in visible[["object_id", "ra", "dec"]].itertuples(index=False):
+                cut = self.store.cutout(int(oid))
+                if cut is not None:
+                    tiles.append((float(ra), float(dec), images.lupton_rgb(cut[1], cut[0]), cut[1].shape[-1]))
+        aspect = (height / width) if width and height else 0.5
+        mosaic = images.sky_mosaic(tiles, (min(ra0, ra1), max(ra0, ra1)), (min(dec0, dec1), max(dec0, dec1)), aspect=aspect)
+        lo_ra, hi_ra, lo_dec, hi_dec = min(ra0, ra1), max(ra0, ra1), min(dec0, dec1), max(dec0, dec1)
+        return hv.RGB(mosaic, kdims=["ra", "dec"], vdims=list("RGBA"), bounds=(lo_ra, lo_dec, hi_ra, hi_dec),
+                      rtol=0.05)
+
+    def _full_bounds(self) -> tuple[float, float, float, float]:
+        cat = self.store.catalog
+        return float(cat["ra"].min()), float(cat["ra"].max()) + 1e-6, float(cat["dec"].min()), float(cat["dec"].max()) + 1e-6
+
+    def __panel__(self):
+        controls = pn.Row(self.search, self.colour, self.cmap, sizing_mode="stretch_width")
+        return pn.Column(controls, self.plot, sizing_mode="stretch_width")

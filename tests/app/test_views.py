@@ -1,0 +1,179 @@
+"""Each view driven through its Parameterized state, without a server or browser."""
+
+from __future__ import annotations
+
+import io
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+import pytest
+from astropy.io import fits
+
+from app.state import AppState
+
+
+@pytest.fixture()
+def state(store):
+    return AppState(store)
+
+
+def _galaxy(store) -> int:
+    cat = store.catalog
+    return int(cat.loc[cat["has_image_ls"] & cat["has_segmap"], "object_id"].iloc[0])
+
+
+def test_sky_tap_selects_nearest_object_and_ignores_empty_sky(store, state):
+    from app.views.sky import SkyView
+
+    sky = SkyView(store, state)
+    row = store.catalog.iloc[10]
+    sky._on_tap(x=float(row["ra"]) + 0.001, y=float(row["dec"]))
+    assert state.object_id == int(row["object_id"])
+    sky._on_tap(x=float(row["ra"]) + 40, y=float(row["dec"]))
+    assert state.object_id == int(row["object_id"])  # a miss keeps the selection
+    state.colour = "z"
+    assert sky.aggregator.column == "z"
+
+
+def test_sky_cutouts_only_when_few_objects_in_view(store, state):
+    from app.views.sky import SkyView
+
+    sky = SkyView(store, state)
+    row = store.catalog.loc[store.catalog["has_image_ls"]].iloc[0]
+    ra, dec = float(row["ra"]), float(row["dec"])
+    near = sky._cutouts(x_range=(ra - 0.01, ra + 0.01), y_range=(dec - 0.01, dec + 0.01), width=800, height=400)
+    assert isinstance(near, hv.RGB) and near.dimension_values("A", flat=False).shape == (400, 800)
+    assert np.asarray(near.dimension_values("A")).max() > 0  # the object's cutout is drawn
+    far = sky._cutouts(x_range=(0, 360), y_range=(-90, 90), width=800, height=400)
+    assert np.asarray(far.dimension_values("A")).max() == 0  # whole sky: too many objects, no tiles
+
+
+def test_object_view_image_bands_and_fits_download(store, state):
+    from app.views.object import ObjectView
+
+    view = ObjectView(store, state)
+    assert isinstance(view.image(), pn.pane.Alert)  # nothing selected yet
+    oid = _galaxy(store)
+    state.select(oid)
+    assert isinstance(view.image(), hv.RGB)
+    assert list(view.param.band.names) == ["RGB", "g", "r", "i", "z"]
+    view.band = "DES-R"
+    assert isinstance(view.image(), hv.Image)
+    with fits.open(io.BytesIO(view._fits().getvalue())) as hdus:
+        assert [h.name for h in hdus[1:]] == ["DES-G", "DES-R", "DES-I", "DES-Z"]
+        assert hdus[1].header["CTYPE1"] == "RA---TAN" and hdus[1].data.shape == (96, 96)
+    assert view.download.filename == f"aion_{oid}.fits"
+
+
+def test_spectrum_view_frames_lines_and_smoothing(store, state):
+    from app.views.spectrum import SpectrumView, smooth
+
+    view = SpectrumView(store, state)
+    cat = store.catalog
+    oid = int(cat.loc[cat["has_spectrum_desi"] & (cat["kind"] == "galaxy"), "object_id"].iloc[0])
+    state.select(oid)
+    assert view.redshift == pytest.approx(float(store.row(oid)["z"]), abs=1e-3)
+    plot = view.observed()
+    assert isinstance(plot, hv.Overlay)
+    wave_obs = plot.get(1).dimension_values(0)
+    view.rest_frame = True
+    wave_rest = view.observed().get(1).dimension_values(0)
+    assert wave_rest[0] == pytest.approx(wave_obs[0] / (1 + view.redshift))
+    x = np.array([1.0, np.nan, 3.0, 5.0, 7.0])
+    assert smooth(x, 3)[2] == pytest.approx(4.0) and np.isfinite(smooth(x, 3)[1])
+
+
+def test_superres_plot_with_photometry_and_truth():
+    from app.views.spectrum import superres_plot
+
+    wave = np.linspace(3600, 9800, 200)
+    out = {"wavelength": wave, "mean": np.ones(200), "std": np.full(200, 0.1), "samples": np.ones((4, 200)),
+           "input_kind": "photometry", "input": {"bands": ["flux_g", "flux_w1"], "wavelength": np.array([4800.0, 34000.0]),
+                                                 "flux": np.array([10.0, 5.0])}, "truth": np.full(200, 1.1)}
+    col = superres_plot(out, 7)
+    hv_panes = [p for p in col if isinstance(p, pn.pane.HoloViews)]
+    assert len(hv_panes) == 2  # main + residual
+    main = hv_panes[0].object
+    assert any(isinstance(el, hv.Scatter) and len(el) == 1 for el in main)  # only the band inside the spectrum's range
+    resid = hv_panes[1].object.get(0)
+    assert np.allclose(resid.dimension_values(1), -0.1)
+
+
+def test_segmentation_overlay_classes_and_truth(store, state):
+    from app.views.segmentation import mask_rgba
+
+    masks = {"disk": np.zeros((10, 10), bool), "arms": np.zeros((10, 10), bool)}
+    masks["disk"][2:8, 2:8] = True
+    masks["arms"][4, 4] = True
+    rgba = mask_rgba(masks, ["disk", "arms"], outline=False)
+    assert rgba[4, 4, 1] == 160 and rgba[3, 3, 0] == 31 and rgba[0, 0, 3] == 0
+    assert mask_rgba(masks, ["arms"], outline=False)[3, 3, 3] == 0  # toggled off
+    edge = mask_rgba(masks, ["disk"], outline=True)
+    assert edge[2, 5, 3] == 255 and edge[5, 5, 3] == 0
+
+    from app.views.segmentation import SegmentationView
+
+    view = SegmentationView(store, state)
+    state.select(_galaxy(store))
+    panels = view.panels()
+    assert isinstance(panels, pn.Row) and isinstance(panels[1].object, hv.Overlay)  # truth overlay on the image
+
+
+def test_similar_view_shows_message_without_index_and_gallery_from_hits(store, state):
+    from app.views.similar import SimilarView
+
+    view = SimilarView(store, state)
+    state.select(_galaxy(store))
+    assert view.status.visible and "aion-engine" in view.status.object and state.hits is None
+    ids = store.ids[:3]
+    state.hits = pd.DataFrame({"rank": [1, 2, 3], "object_id": ids, "score": [0.9, 0.8, 0.7],
+                               "ra": store.catalog["ra"].iloc[:3], "dec": store.catalog["dec"].iloc[:3], "kind": "galaxy"})
+    assert [c["id"] for c in view.gallery.items] == ids.tolist() and not view.csv.disabled
+    view.gallery._handle_msg({"type": "like", "id": int(ids[1])})
+    assert view.liked == [int(ids[1])] and view.gallery.items[1]["mark"] == "like"
+    view.gallery._handle_msg({"type": "select", "id": int(ids[2])})
+    assert state.object_id == int(ids[2])
+
+
+def test_map_view_tap_and_marks(store, state, app_config, write_embeddings):
+    from app.views.embedding_map import MapView
+
+    assert isinstance(MapView(store, state).body[0], pn.pane.Alert)
+    write_embeddings(app_config.view_dir(store.name, "image"), len(store.catalog))
+    view = MapView(store, state)
+    x, y = view.frame[["u1", "u2"]].iloc[4]
+    view._on_tap(x=float(x), y=float(y))
+    assert state.object_id == int(view.frame["object_id"].iloc[4])
+    assert len(view._marks(object_id=state.object_id)) == 1
+
+
+def test_labels_view_saves_and_reloads(store, state):
+    from app.views.labels import LabelsView
+
+    view = LabelsView(store, state)
+    view.param.trigger("save")
+    assert "Select an object" in view.status.object
+    oid = _galaxy(store)
+    state.select(oid)
+    view.param.update(quality="good", label_class="spiral", comment="two arms")
+    view.param.trigger("save")
+    assert "Saved" in view.status.object and view.table.value["object_id"].tolist() == [oid]
+    state.select(int(store.ids[-1]))
+    assert view.quality == "unset"
+    state.select(oid)
+    assert view.comment == "two arms"
+
+
+def test_outreach_tour_picks_objects(store, state):
+    from app.views.outreach import STEPS, OutreachView, pick_tour
+
+    tour = pick_tour(store)
+    assert set(tour) == set(STEPS) and tour["spiral"] is not None
+    assert store.row(tour["spiral"])["kind"] == "galaxy"
+    view = OutreachView(store, state)
+    page = view.page()
+    assert isinstance(page, pn.Column)
+    view._explore(None)
+    assert state.object_id == tour["spiral"] and state.tab == "object"
