@@ -178,27 +178,49 @@ def embed_objects(
     ``valid`` is False where an object has none of the view's modalities; those rows are zero.
     Runs the SDPA fast path (patched in place on ``loaded.model``), bf16 autocast on GPU.
     """
+    return embed_views(loaded, dataset, object_ids, (view,), batch_size, device, progress, dtype)[view]
+
+
+def embed_views(
+    loaded,
+    dataset,
+    object_ids: Sequence[int] | np.ndarray,
+    views: Sequence[str],
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    dtype: torch.dtype | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """:func:`embed_objects` for several views in one pass: each batch is read and tokenized once
+    (the codecs cost more than the transformer on CPU), then encoded once per view."""
     if batch_size < 1:
         raise ModelError(f"batch_size must be >= 1, got {batch_size!r}")
+    if not views:
+        raise ModelError("no views given; accepted: image, spectrum, photometry, joint")
     ids = np.atleast_1d(np.asarray(object_ids, dtype=np.int64))
-    keys = _view_keys(loaded, view)
+    view_keys = {view: _view_keys(loaded, view) for view in views}
+    keys = tuple(dict.fromkeys(k for ks in view_keys.values() for k in ks))
     device = _prepare(loaded, device)
-    emb = np.zeros((len(ids), loaded.dim), dtype=np.float32)
-    valid = np.zeros(len(ids), dtype=bool)
-    with _progress(len(ids), progress, f"embed {view}") as bar:
+    out = {
+        view: (np.zeros((len(ids), loaded.dim), dtype=np.float32), np.zeros(len(ids), dtype=bool))
+        for view in views
+    }
+    desc = f"embed {'+'.join(views)}"
+    with _progress(len(ids), progress, desc) as bar:
         for start in range(0, len(ids), batch_size):
             batch = ids[start : start + batch_size]
-            tokens, present = tokenize_batch(loaded, dataset, batch, keys)
-            for rows, cols in _groups(present):
-                sub = {
-                    keys[c]: tokens[keys[c]][torch.as_tensor(rows, device=tokens[keys[c]].device)]
-                    for c in cols
-                }
-                vec = encode_tokens(loaded.model, sub, "mean", dtype=dtype)
-                emb[start + rows] = vec.cpu().numpy()
-                valid[start + rows] = True
+            tokens, present_all = tokenize_batch(loaded, dataset, batch, keys)
+            for view, vkeys in view_keys.items():
+                emb, valid = out[view]
+                present = present_all[:, [keys.index(k) for k in vkeys]]
+                for rows, cols in _groups(present):
+                    idx = torch.as_tensor(rows, device=tokens[vkeys[0]].device)
+                    sub = {vkeys[c]: tokens[vkeys[c]][idx] for c in cols}
+                    vec = encode_tokens(loaded.model, sub, "mean", dtype=dtype)
+                    emb[start + rows] = vec.cpu().numpy()
+                    valid[start + rows] = True
             bar.update(len(batch))
-    return emb, valid
+    return out
 
 
 def view_layout(loaded, view: str) -> dict[str, tuple[int, int]]:

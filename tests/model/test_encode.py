@@ -161,3 +161,17 @@ def test_unknown_view_and_view_the_model_lacks(tiny_model_dir, model_dataset):
     loaded.config = {**loaded.config, "domains_in": ["tok_z"]}
     with pytest.raises(ModelError, match="accepts none of view 'image'"):
         embed_objects(loaded, ds, ds.ids, "image", progress=False)
+
+
+def test_embed_views_equals_one_view_at_a_time(tiny_model_dir, model_dataset):
+    from engine.model.encode import embed_views
+
+    loaded = load_model(tiny_model_dir)
+    ds = open_dataset(model_dataset)
+    views = ("image", "spectrum", "photometry", "joint")
+    together = embed_views(loaded, ds, ds.ids, views, batch_size=5, progress=False)
+    assert set(together) == set(views)
+    for view in views:
+        emb, valid = embed_objects(loaded, ds, ds.ids, view, batch_size=7, progress=False)
+        np.testing.assert_array_equal(together[view][1], valid)
+        np.testing.assert_allclose(together[view][0], emb, atol=1e-5)
