@@ -127,14 +127,52 @@ def _view_keys(loaded, view: str) -> tuple[str, ...]:
     return keys
 
 
-def tokenize_batch(loaded, dataset, object_ids: np.ndarray, keys: Sequence[str]) -> tuple[dict, np.ndarray]:
-    """Token ids for ``keys`` (rows of absent objects left 0) and the presence matrix (B, K)."""
-    mods = load_modalities(dataset, object_ids, keys)
+class TokenSource:
+    """Precomputed token ids for a dataset (e.g. the pretraining token cache), looked up by object id.
+
+    ``table`` is duck-typed: ``object_ids`` (N,), ``tokens`` {key: (N, n) ints} and ``present``
+    {key: (N,) bool}, like ``engine.train.tokens.TokenTable``. Keys it lacks are tokenized live.
+    """
+
+    def __init__(self, table):
+        import pandas as pd
+
+        self.table = table
+        self.index = pd.Index(np.asarray(table.object_ids, dtype=np.int64))
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.table.tokens
+
+    def rows(self, object_ids: np.ndarray) -> np.ndarray:
+        pos = self.index.get_indexer(object_ids)
+        if (pos < 0).any():
+            raise ModelError(f"token table lacks object_id {object_ids[pos < 0][:5].tolist()} (stale cache?)")
+        return pos
+
+
+def tokenize_batch(
+    loaded, dataset, object_ids: np.ndarray, keys: Sequence[str], source: TokenSource | None = None
+) -> tuple[dict, np.ndarray]:
+    """Token ids for ``keys`` (rows of absent objects left 0) and the presence matrix (B, K).
+
+    Keys found in ``source`` are looked up; the rest run through the model's codecs.
+    """
     n = len(object_ids)
     device = loaded.codecs.device
+    cached = [k for k in keys if source is not None and k in source]
+    live = [k for k in keys if k not in cached]
+    mods = load_modalities(dataset, object_ids, live) if live else {}
+    rows_in_table = source.rows(object_ids) if cached else None
     tokens: dict[str, torch.Tensor] = {}
     present = np.zeros((n, len(keys)), dtype=bool)
     for j, key in enumerate(keys):
+        if key in cached:
+            has = np.asarray(source.table.present[key])[rows_in_table].astype(bool)
+            ids = np.asarray(source.table.tokens[key])[rows_in_table].astype(np.int64)
+            ids[~has] = 0
+            present[:, j] = has
+            tokens[key] = torch.from_numpy(ids).reshape(n, spec(key).num_tokens).to(device)
+            continue
         modality, has = mods[key]
         present[:, j] = has
         full = torch.zeros((n, spec(key).num_tokens), dtype=torch.long, device=device)
@@ -172,13 +210,18 @@ def embed_objects(
     device: str | torch.device = "cpu",
     progress: bool = True,
     dtype: torch.dtype | None = None,
+    token_table=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean-pooled embeddings of ``object_ids`` under ``view``: ``(emb (n, dim) float32, valid (n,) bool)``.
 
     ``valid`` is False where an object has none of the view's modalities; those rows are zero.
     Runs the SDPA fast path (patched in place on ``loaded.model``), bf16 autocast on GPU.
+    ``token_table``: optional precomputed tokens (see :class:`TokenSource`) to skip the codecs;
+    they must come from this model's codecs.
     """
-    return embed_views(loaded, dataset, object_ids, (view,), batch_size, device, progress, dtype)[view]
+    return embed_views(
+        loaded, dataset, object_ids, (view,), batch_size, device, progress, dtype, token_table
+    )[view]
 
 
 def embed_views(
@@ -190,6 +233,7 @@ def embed_views(
     device: str | torch.device = "cpu",
     progress: bool = True,
     dtype: torch.dtype | None = None,
+    token_table=None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """:func:`embed_objects` for several views in one pass: each batch is read and tokenized once
     (the codecs cost more than the transformer on CPU), then encoded once per view."""
@@ -201,6 +245,7 @@ def embed_views(
     view_keys = {view: _view_keys(loaded, view) for view in views}
     keys = tuple(dict.fromkeys(k for ks in view_keys.values() for k in ks))
     device = _prepare(loaded, device)
+    source = TokenSource(token_table) if token_table is not None else None
     out = {
         view: (np.zeros((len(ids), loaded.dim), dtype=np.float32), np.zeros(len(ids), dtype=bool))
         for view in views
@@ -209,7 +254,7 @@ def embed_views(
     with _progress(len(ids), progress, desc) as bar:
         for start in range(0, len(ids), batch_size):
             batch = ids[start : start + batch_size]
-            tokens, present_all = tokenize_batch(loaded, dataset, batch, keys)
+            tokens, present_all = tokenize_batch(loaded, dataset, batch, keys, source)
             for view, vkeys in view_keys.items():
                 emb, valid = out[view]
                 present = present_all[:, [keys.index(k) for k in vkeys]]

@@ -173,10 +173,12 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike) -> Path:
             ],
         )
     except Exception as exc:  # offline, unknown repo, auth: all end here with one message
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
         raise ModelError(
-            f"cannot fetch model {text!r} from the Hugging Face hub ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            f"the hub cannot be reached from here or the repo does not exist: download it elsewhere and pass the "
-            f"local folder (config.json + model.safetensors + codecs/) instead, e.g. --model ./models/aion-base"
+            f"model {text!r}: no such local folder, and cannot fetch it from the Hugging Face hub "
+            f"({type(exc).__name__}: {first_line}); the hub cannot be reached from here or the repo does not "
+            f"exist: download it elsewhere and pass the local folder (config.json + model.safetensors + "
+            f"codecs/) instead, e.g. --model ./models/aion-base"
         ) from exc
     return Path(local)
 

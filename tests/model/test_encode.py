@@ -175,3 +175,29 @@ def test_embed_views_equals_one_view_at_a_time(tiny_model_dir, model_dataset):
         emb, valid = embed_objects(loaded, ds, ds.ids, view, batch_size=7, progress=False)
         np.testing.assert_array_equal(together[view][1], valid)
         np.testing.assert_allclose(together[view][0], emb, atol=1e-5)
+
+
+def test_precomputed_token_table_gives_the_same_embeddings(tiny_model_dir, model_dataset):
+    from types import SimpleNamespace
+
+    loaded = load_model(tiny_model_dir)
+    ds = open_dataset(model_dataset)
+    keys = ["tok_image", "tok_flux_g"]
+    tokens, present = tokenize_batch(loaded, ds, ds.ids, keys)
+    order = np.arange(len(ds.ids))[::-1]  # the table's row order need not match the catalog's
+    table = SimpleNamespace(
+        object_ids=ds.ids[order],
+        tokens={k: tokens[k].numpy()[order].astype(np.int16) for k in keys},
+        present={k: present[order, j] for j, k in enumerate(keys)},
+    )
+    live, valid_live = embed_objects(loaded, ds, ds.ids, "joint", batch_size=5, progress=False)
+    cached, valid_cached = embed_objects(
+        loaded, ds, ds.ids, "joint", batch_size=5, progress=False, token_table=table
+    )
+    np.testing.assert_array_equal(valid_live, valid_cached)
+    np.testing.assert_allclose(live, cached, atol=1e-5)
+    table.object_ids = table.object_ids[1:]
+    table.tokens = {k: v[1:] for k, v in table.tokens.items()}
+    table.present = {k: v[1:] for k, v in table.present.items()}
+    with pytest.raises(ModelError, match="token table lacks object_id"):
+        embed_objects(loaded, ds, ds.ids, "joint", progress=False, token_table=table)
