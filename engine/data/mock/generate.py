@@ -24,7 +24,9 @@ from engine.data.writer import DatasetWriter
 from engine.errors import DatasetError, ValidationError
 
 MOCK_VERSION = "1"
-EXTRA_TRUTH = ("truth_group",)
+#: Truth beyond schema.TRUTH_COLUMNS: structure id (cluster/group, -1 = field) and the class every galaxy was
+#: rendered as (truth_morphology keeps only the classifiable ones, like Galaxy10-DECaLS).
+EXTRA_TRUTH = ("truth_group", "truth_morphology_rendered")
 
 
 def _check_args(n, seed, workers) -> None:
@@ -119,8 +121,10 @@ def build_catalog(pop: pd.DataFrame, scalars: dict[int, dict[str, float]]) -> pd
     for col in schema.SCALAR_COLUMNS:
         cat[col] = measured[col].to_numpy(np.float64) if col in measured else np.nan
     for col in (*schema.TRUTH_COLUMNS, *EXTRA_TRUTH):
-        cat[col] = pop[col].to_numpy()
+        # truth decided while simulating (the morphology label needs the object's brightness) wins
+        cat[col] = measured[col].fillna(pop[col]).to_numpy() if col in measured else pop[col].to_numpy()
     cat["truth_morphology"] = cat["truth_morphology"].astype(np.int16)
     cat["truth_is_lens"] = cat["truth_is_lens"].astype(bool)
     cat["truth_group"] = cat["truth_group"].astype(np.int32)
+    cat["truth_morphology_rendered"] = cat["truth_morphology_rendered"].astype(np.int16)
     return cat

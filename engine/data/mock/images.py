@@ -9,13 +9,15 @@ component at a time, so each component's own noiseless image is available for th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import galsim
 import numpy as np
+import scipy.fft as sfft
 
 from engine.data import schema
 from engine.data.mock.photometry import flux_sigma_nmgy
-from engine.data.mock.structure import Component
+from engine.data.mock.structure import Component, Knots
 
 MOFFAT_BETA = 3.5
 
@@ -51,36 +53,36 @@ class Stamp:
     component_images: dict[str, np.ndarray]  # noiseless per component in the ``detail_band``
 
 
-def draw_psf_fwhm(survey: Survey, rng: np.random.Generator) -> np.ndarray:
-    """Per-band seeing of one observation: a shared atmosphere factor times small per-band scatter."""
-    common = rng.lognormal(0, 0.1)
-    return np.array([s * common * rng.lognormal(0, 0.04) for s in survey.seeing])
-
-
 def render(survey: Survey, components: list[Component], pop_fluxes: dict[str, np.ndarray], rng: np.random.Generator,
            *, detail_band: int | None = None, size: int = schema.IMAGE_SIZE) -> Stamp:
     """Draw ``components`` in every band of ``survey``; ``pop_fluxes[pop]`` is a per-band flux vector
-    (nanomaggies) of each light population the components share."""
+    (nanomaggies) of each light population the components share.
+
+    Rendering is done in Fourier space the way GalSim's ``drawImage`` does it (profile x PSF x
+    pixel, inverse FFT), but each component's Fourier image is drawn once and reused for every
+    band; the result equals ``galsim.Convolve(profile, psf).drawImage`` to ~1e-5 (tested).
+    The object's centre is pixel (size/2, size/2).
+    """
     fwhm = draw_psf_fwhm(survey, rng)
     depth_offset = rng.normal(0, 0.15)
+    grid, kx = k_grid(survey.scale, size)
+    # FFT order (k = 0 first) and only the kx >= 0 half that a real image needs
+    kimages = [_half_plane(component_kimage(c.profile, grid, kx)) for c in components]
     model = np.zeros((survey.n_bands, size, size), np.float64)
     comp_images: dict[str, np.ndarray] = {}
     sigma = np.zeros(survey.n_bands)
     for b in range(survey.n_bands):
-        psf = galsim.Moffat(beta=MOFFAT_BETA, fwhm=float(fwhm[b]), trunc=5.0 * float(fwhm[b]))
-        weighted = []
-        for comp in components:
-            flux = sum(share * pop_fluxes[pop][b] for pop, share in comp.shares.items()) * survey.unit_per_nmgy
-            weighted.append((comp, float(flux)))
+        transfer = psf_transfer(survey.scale, size, float(fwhm[b]))
+        fluxes = [sum(share * pop_fluxes[pop][b] for pop, share in comp.shares.items()) * survey.unit_per_nmgy
+                  for comp in components]
         if b == detail_band:
-            for comp, flux in weighted:
-                img = _draw(comp.profile, flux, psf, survey.scale, size)
+            for comp, kimg, flux in zip(components, kimages, fluxes, strict=True):
+                img = _to_image(kimg * (flux * transfer), size)
                 comp_images[comp.name] = img
                 model[b] += img
         else:
-            profs = [comp.profile.withFlux(flux) for comp, flux in weighted if flux != 0]
-            if profs:
-                model[b] = _draw(galsim.Sum(profs) if len(profs) > 1 else profs[0], None, psf, survey.scale, size)
+            total = sum(f * k for f, k in zip(fluxes, kimages, strict=True))
+            model[b] = _to_image(total * transfer, size)
         sigma_psf_px = fwhm[b] / 2.3548 / survey.scale
         nea = 4 * np.pi * sigma_psf_px**2
         sigma[b] = flux_sigma_nmgy(survey.phot_bands[b], depth_offset) / np.sqrt(nea) * survey.unit_per_nmgy
@@ -93,13 +95,58 @@ def render(survey: Survey, components: list[Component], pop_fluxes: dict[str, np
                  comp_images)
 
 
-def _draw(profile: galsim.GSObject, flux: float | None, psf: galsim.GSObject, scale: float, size: int) -> np.ndarray:
-    if flux is not None:
-        if flux == 0:
-            return np.zeros((size, size))
-        profile = profile.withFlux(flux)
-    img = galsim.Convolve(profile, psf).drawImage(nx=size, ny=size, scale=scale, dtype=np.float64)
-    return img.array
+def draw_psf_fwhm(survey: Survey, rng: np.random.Generator) -> np.ndarray:
+    """Per-band seeing of one observation: a shared atmosphere factor times small per-band scatter,
+    rounded to 0.01" so the PSF's Fourier image can be cached."""
+    common = rng.lognormal(0, 0.1)
+    return np.round([s * common * rng.lognormal(0, 0.04) for s in survey.seeing], 2)
+
+
+@lru_cache(maxsize=256)
+def psf_transfer(scale: float, size: int, fwhm: float) -> np.ndarray:
+    """Fourier image of Moffat PSF x pixel box on the stamp's k grid (float32; real: both are symmetric)."""
+    grid, kx = k_grid(scale, size)
+    psf = galsim.Moffat(beta=MOFFAT_BETA, fwhm=fwhm)  # untruncated: analytic and fast
+    pixel = np.sinc(kx * scale / (2 * np.pi))
+    out = psf.drawKImage(nx=grid, ny=grid, scale=float(kx[1] - kx[0])).array.real * (pixel[None, :] * pixel[:, None])
+    out = _half_plane(out.astype(np.float32))
+    out.setflags(write=False)
+    return out
+
+
+def k_grid(scale: float, size: int) -> tuple[int, np.ndarray]:
+    """Fourier grid of twice the stamp (so light beyond the edge does not wrap in): size, k values (1/arcsec)."""
+    grid = 2 * size
+    dk = 2 * np.pi / (grid * scale)
+    return grid, (np.arange(grid) - grid // 2) * dk
+
+
+def component_kimage(profile, grid: int, kx: np.ndarray) -> np.ndarray:
+    """Unit-flux Fourier image of a component, centred (k = 0 at index grid // 2)."""
+    if isinstance(profile, Knots):
+        return profile.kimage(kx).astype(np.complex64)
+    if isinstance(profile, galsim.DeltaFunction):  # GalSim cannot draw an unshifted delta's k-image
+        return np.full((grid, grid), profile.flux, np.complex64)
+    return profile.drawKImage(nx=grid, ny=grid, scale=float(kx[1] - kx[0])).array.astype(np.complex64)
+
+
+def _half_plane(kimage: np.ndarray) -> np.ndarray:
+    """A centred Fourier image in FFT order, cut to the kx >= 0 columns used by ``irfft2``."""
+    grid = kimage.shape[0]
+    return np.ascontiguousarray(sfft.ifftshift(kimage)[:, : grid // 2 + 1])
+
+
+@lru_cache(maxsize=8)
+def _crop_index(grid: int, size: int) -> np.ndarray:
+    return (np.arange(size) - size // 2) % grid
+
+
+def _to_image(half: np.ndarray, size: int) -> np.ndarray:
+    """Real-space stamp (size x size, object at pixel size/2) from a half-plane Fourier image in FFT order."""
+    grid = half.shape[0]
+    img = sfft.irfft2(half, s=(grid, grid))
+    idx = _crop_index(grid, size)
+    return img[np.ix_(idx, idx)]
 
 
 def _add_artifacts(image: np.ndarray, mask: np.ndarray, sigma: np.ndarray, rng: np.random.Generator) -> None:

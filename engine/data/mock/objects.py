@@ -18,6 +18,10 @@ from engine.data.mock.sed import SED, galaxy_sed, qso_sed, star_sed
 from engine.data.mock.structure import Component, build_galaxy
 
 C_KMS = 299_792.458
+#: A galaxy gets a morphology label (truth_morphology >= 0) only where a person could classify it,
+#: as in Galaxy10-DECaLS (r < 17.77): bright enough and resolved. Fainter ones are rendered the same, label -1.
+LABEL_R_MAG = 18.5
+LABEL_MIN_RE = 1.2  # arcsec
 
 
 @dataclass
@@ -40,8 +44,8 @@ def make_sed(row: dict, rng: np.random.Generator) -> SED:
         source = None
         if row["truth_is_lens"]:
             zs = float(row["p_source_z"])
-            source = {"z": zs, "lum_dist_mpc": float(population.lum_dist_mpc(zs)), "log_mstar": rng.uniform(9.3, 10.0),
-                      "ssfr": -8.8, "magnification": rng.uniform(5, 15)}
+            source = {"z": zs, "lum_dist_mpc": float(population.lum_dist_mpc(zs)), "log_mstar": rng.uniform(9.5, 10.2),
+                      "ssfr": -8.6, "magnification": rng.uniform(12, 30)}
         z = float(row["truth_z"])
         return galaxy_sed(z=z, lum_dist_mpc=float(population.lum_dist_mpc(z)), ebv=float(row["ebv"]),
                           log_mstar=float(row["truth_log_mstar"]), ssfr=float(row["truth_ssfr"]),
@@ -93,6 +97,9 @@ def simulate(row: dict, seed: int) -> ObjectData:
         hlr = half_light_radius(sum(own.values()), images.LS.scale)
         cat["shape_r"] = float(np.sqrt(max(hlr**2 - r_psf_hlr**2, 0.0)))
         cat["shape_e1"], cat["shape_e2"] = (float(v) for v in model.shape)
+        r_mag = 22.5 - 2.5 * np.log10(max(float(total[BAND_INDEX["flux_r"]]), 1e-6))
+        labelled = r_mag <= LABEL_R_MAG and float(row["p_re_arcsec"]) >= LABEL_MIN_RE
+        cat["truth_morphology"] = int(row["p_morph"]) if labelled else -1
     else:
         cat["shape_r"], cat["shape_e1"], cat["shape_e2"] = 0.0, 0.0, 0.0
     size_factor = np.sqrt(1 + (cat["shape_r"] / 0.7) ** 2)
@@ -139,10 +146,10 @@ def _pop_fluxes(nmgy: dict[str, np.ndarray], nb, survey: images.Survey) -> dict[
 
 
 def half_light_radius(img: np.ndarray, scale: float) -> float:
-    """Circular half-light radius (arcsec) about the stamp centre."""
+    """Circular half-light radius (arcsec) about the stamp centre (pixel size/2, where objects are drawn)."""
     h, w = img.shape
     y, x = np.indices(img.shape)
-    r = np.hypot(x - (w - 1) / 2, y - (h - 1) / 2).ravel()
+    r = np.hypot(x - w // 2, y - h // 2).ravel()
     order = np.argsort(r)
     cum = np.cumsum(np.clip(img.ravel()[order], 0, None))
     if cum[-1] <= 0:
@@ -154,10 +161,26 @@ def hsc_moments(img: np.ndarray, scale: float) -> dict[str, float]:
     """HSC sdss-shape-like adaptive second moments (arcsec^2) of the noiseless i-band model."""
     try:
         mom = galsim.hsm.FindAdaptiveMom(galsim.Image(np.ascontiguousarray(img, dtype=np.float64), scale=scale))
-    except galsim.GalSimError:
-        return {"hsc_shape11": np.nan, "hsc_shape22": np.nan, "hsc_shape12": np.nan}
+    except galsim.GalSimError:  # adaptive moments do not converge (very extended or blended): plain moments
+        return _plain_moments(img, scale)
     e1, e2 = mom.observed_shape.e1, mom.observed_shape.e2
     e = min(np.hypot(e1, e2), 0.999)
     t = 2 * (mom.moments_sigma * scale) ** 2 / np.sqrt(1 - e**2)
     return {"hsc_shape11": float(t * (1 + e1) / 2), "hsc_shape22": float(t * (1 - e1) / 2),
             "hsc_shape12": float(t * e2 / 2)}
+
+
+def _plain_moments(img: np.ndarray, scale: float, radius: float = 30.0) -> dict[str, float]:
+    """Unweighted second moments (arcsec^2) of the positive light within ``radius`` pixels of the centre."""
+    h, w = img.shape
+    y, x = np.indices(img.shape)
+    dx, dy = x - w // 2, y - h // 2
+    wgt = np.where(np.hypot(dx, dy) < radius, np.clip(img, 0, None), 0.0)
+    tot = wgt.sum()
+    if tot <= 0:
+        return {"hsc_shape11": np.nan, "hsc_shape22": np.nan, "hsc_shape12": np.nan}
+    mx, my = (wgt * dx).sum() / tot, (wgt * dy).sum() / tot
+    s2 = scale**2
+    return {"hsc_shape11": float((wgt * (dx - mx) ** 2).sum() / tot * s2),
+            "hsc_shape22": float((wgt * (dy - my) ** 2).sum() / tot * s2),
+            "hsc_shape12": float((wgt * (dx - mx) * (dy - my)).sum() / tot * s2)}

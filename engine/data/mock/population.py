@@ -101,6 +101,7 @@ def draw_population(n: int, seed: int) -> pd.DataFrame:
     for col in schema.TRUTH_COLUMNS:
         pop[col] = np.nan
     pop["truth_morphology"] = -1
+    pop["truth_morphology_rendered"] = -1
     pop["truth_is_lens"] = False
     pop["truth_group"] = -1
     for col in RENDER_COLUMNS:
@@ -135,7 +136,9 @@ def _draw_galaxies(rng: np.random.Generator, pop: pd.DataFrame, idx: np.ndarray)
     morph = np.minimum(morph, 9)
     smooth = np.isin(morph, SMOOTH)
     log_mstar = np.clip(MORPH_MASS_MU[morph] + rng.normal(0, 0.3, k) + 0.9 * z, 8.6, 11.9)
-    ssfr = MORPH_SSFR_MU[morph] + rng.normal(0, 0.3, k) + 2.5 * np.log10(1 + z) - 0.15 * (log_mstar - 10.5)
+    # the star-forming main sequence rises ~(1+z)^2.5; quenched galaxies stay quenched
+    ssfr = (MORPH_SSFR_MU[morph] + rng.normal(0, 0.3, k) + np.where(smooth, 0.8, 2.5) * np.log10(1 + z)
+            - 0.15 * (log_mstar - 10.5))
     t_univ = age_universe_gyr(z)
     age_frac = np.where(smooth, rng.normal(0.75, 0.08, k), rng.normal(0.38, 0.1, k))
     age = np.clip(age_frac * t_univ, 0.3, t_univ - 0.2)
@@ -148,7 +151,7 @@ def _draw_galaxies(rng: np.random.Generator, pop: pd.DataFrame, idx: np.ndarray)
     re_kpc = np.where(smooth, 10 ** (0.62 + 0.56 * (log_mstar - 11.0)), 10 ** (0.72 + 0.25 * (log_mstar - 10.5)))
     re_kpc = re_kpc * 10 ** rng.normal(0, 0.12, k) / (1 + z) ** 0.5
     re_arcsec = re_kpc / (ang_dist_mpc(z) * 1e3) * 206264.806
-    re_arcsec = np.clip(re_arcsec, 0.15, 9.0)
+    re_arcsec = np.clip(re_arcsec, 0.15, 6.0)  # the nearest giants would overflow a 25" cutout
     rows = pop.index[idx]
     pop.loc[rows, "ra"] = ra
     pop.loc[rows, "dec"] = dec
@@ -160,10 +163,10 @@ def _draw_galaxies(rng: np.random.Generator, pop: pd.DataFrame, idx: np.ndarray)
     pop.loc[rows, "truth_metallicity"] = logz
     pop.loc[rows, "truth_dust_av"] = dust
     pop.loc[rows, "p_morph"] = morph
+    pop.loc[rows, "truth_morphology_rendered"] = morph
     pop.loc[rows, "p_sigma_v"] = sigma_v
     pop.loc[rows, "p_re_arcsec"] = re_arcsec
-    # a human can classify it only when it is resolved (as in Galaxy10-DECaLS): label -1 otherwise
-    pop.loc[rows, "truth_morphology"] = np.where(re_arcsec >= 1.0, morph, -1)
+    # the label (truth_morphology) is set per object once its brightness is known: see objects.LABEL_R_MAG
     # rare strong lenses: massive smooth deflectors at intermediate z
     n_lens = int(np.ceil(LENS_FRACTION * k)) if k >= 20 else 0
     cand = np.flatnonzero(smooth & (z > 0.12) & (z < 0.75))
@@ -172,7 +175,7 @@ def _draw_galaxies(rng: np.random.Generator, pop: pd.DataFrame, idx: np.ndarray)
         lens_rows = rows[chosen]
         pop.loc[lens_rows, "truth_is_lens"] = True
         pop.loc[lens_rows, "p_source_z"] = z[chosen] + rng.uniform(0.4, 1.4, len(chosen))
-        pop.loc[lens_rows, "p_theta_e"] = rng.uniform(1.0, 2.2, len(chosen))
+        pop.loc[lens_rows, "p_theta_e"] = rng.uniform(1.6, 3.0, len(chosen))  # resolvable at LS seeing
 
 
 def _draw_stars(rng: np.random.Generator, pop: pd.DataFrame, idx: np.ndarray) -> None:

@@ -87,6 +87,15 @@ def gaussian(lam: np.ndarray, center: float, sigma: np.ndarray | float) -> np.nd
     return np.exp(-0.5 * ((lam - center) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
 
 
+def add_line(out: np.ndarray, lam: np.ndarray, center: float, sigma: np.ndarray | float, flux: float) -> None:
+    """Add a Gaussian line of integrated ``flux`` to ``out`` in place, touching only +-8 sigma (lam sorted)."""
+    sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), lam.shape)
+    half = 8 * float(sig.max(initial=0.0))
+    lo, hi = np.searchsorted(lam, (center - half, center + half))
+    if hi > lo:
+        out[lo:hi] += flux * gaussian(lam[lo:hi], center, sig[lo:hi])
+
+
 def calzetti_k(lam_rest: np.ndarray) -> np.ndarray:
     """Calzetti et al. (2000) starburst attenuation curve k(lambda), R_V = 4.05, extended smoothly."""
     mu = np.clip(lam_rest, 1000.0, 1e6) / 1e4
@@ -98,7 +107,19 @@ def calzetti_k(lam_rest: np.ndarray) -> np.ndarray:
 
 def ccm_extinction(lam_obs: np.ndarray, ebv: float, r_v: float = 3.1) -> np.ndarray:
     """Milky-Way transmission 10^(-0.4 A_lambda) from Cardelli, Clayton & Mathis (1989)."""
-    x = 1e4 / np.asarray(lam_obs, dtype=np.float64)  # inverse micron
+    return 10 ** (-0.4 * ebv * ccm_a_over_ebv(np.asarray(lam_obs, dtype=np.float64), r_v))
+
+
+_CCM_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def ccm_a_over_ebv(lam: np.ndarray, r_v: float = 3.1) -> np.ndarray:
+    """A_lambda / E(B-V) of the CCM89 law; cached per wavelength grid (the same few grids recur)."""
+    key = (lam.size, float(lam[0]), float(lam[-1]), float(lam[lam.size // 2]), r_v)
+    cached = _CCM_CACHE.get(key)
+    if cached is not None:
+        return cached
+    x = 1e4 / lam  # inverse micron
     a = np.zeros_like(x)
     b = np.zeros_like(x)
     ir = x < 1.1
@@ -112,8 +133,10 @@ def ccm_extinction(lam_obs: np.ndarray, ebv: float, r_v: float = 3.1) -> np.ndar
     xu = np.minimum(x[uv], 8.0)
     a[uv] = 1.752 - 0.316 * xu - 0.104 / ((xu - 4.67) ** 2 + 0.341)
     b[uv] = -3.090 + 1.825 * xu + 1.206 / ((xu - 4.62) ** 2 + 0.263)
-    a_lam = ebv * r_v * (a + b / r_v)
-    return 10 ** (-0.4 * np.where(x < 0.3, a_lam * (x / 0.3) ** 1.61, a_lam))
+    out = r_v * (a + b / r_v)
+    if len(_CCM_CACHE) < 64:
+        _CCM_CACHE[key] = out
+    return out
 
 
 def broaden(sigma_rest: float, z: float, extra_sigma_obs: np.ndarray | float) -> np.ndarray | float:
@@ -133,14 +156,14 @@ def ssp_continuum(lam_rest: np.ndarray, age_gyr: float, logz: float, sigma_v: fl
                   extra_sigma_obs: np.ndarray | float = 0.0) -> np.ndarray:
     """Shape of a single-age population (1 at 5500 A before lines): turn-off + cooler dwarfs + giants,
     a 4000 A break and absorption lines whose depths follow age and metallicity."""
-    t_to = 5600.0 * (age_gyr / 10.0) ** -0.25 * (1 - 0.06 * logz)
-    giant_w = 0.15 + 0.5 * np.clip(np.log10(age_gyr / 0.01) / 3.0, 0, 1)
-    temps = (t_to, 0.78 * t_to, 0.6 * t_to, 4300.0 * (1 - 0.04 * logz))
-    weights = ((1 - giant_w) * 0.5, (1 - giant_w) * 0.3, (1 - giant_w) * 0.2, giant_w)
+    t_to = 6300.0 * (age_gyr / 10.0) ** -0.22 * (1 - 0.06 * logz)
+    giant_w = 0.04 + 0.36 * np.clip(np.log10(age_gyr / 0.05) / 2.3, 0, 1)
+    temps = (t_to, 0.8 * t_to, 0.62 * t_to, 4500.0 * (1 - 0.04 * logz))
+    weights = ((1 - giant_w) * 0.55, (1 - giant_w) * 0.3, (1 - giant_w) * 0.15, giant_w)
     lam = np.asarray(lam_rest, dtype=np.float64)
     flux = sum(w * blackbody_lambda(lam, t) for w, t in zip(weights, temps, strict=True))
     # 4000 A break and UV blanketing grow with age and metallicity
-    brk = 1 + 0.9 * (1 - np.exp(-age_gyr / 2.5)) * 10 ** (0.25 * logz)
+    brk = 1 + 0.55 * (1 - np.exp(-age_gyr / 2.5)) * 10 ** (0.25 * logz)
     step = 0.5 * (1 + np.tanh((lam - 3980.0) / 40.0))
     flux = flux * (step + (1 - step) / brk)
     uv = 1 + 2.0 * (1 - np.exp(-age_gyr / 1.5)) * np.clip((3000.0 - lam) / 1500.0, 0, 1)
@@ -164,14 +187,17 @@ def absorption_factor(lam_rest: np.ndarray, depth: dict[str, float], sigma_v: fl
                       extra_sigma_obs: np.ndarray | float) -> np.ndarray:
     """Product of Gaussian absorption troughs (depth <= 0.9) broadened by velocity dispersion and LSF."""
     out = np.ones_like(lam_rest)
+    extra = np.broadcast_to(np.asarray(extra_sigma_obs, dtype=np.float64), lam_rest.shape)
     for name, d in depth.items():
         lam0, sig0 = ABSORPTION[name]
-        if not (lam_rest[0] - 60 < lam0 < lam_rest[-1] + 60):
-            continue
         sig_rest = np.sqrt(sig0**2 + (lam0 * sigma_v / C_KMS) ** 2)
-        sig_obs = broaden(sig_rest, z, extra_sigma_obs)
+        half = 8 * sig_rest + 8 * float(extra.max(initial=0.0)) / (1 + z)
+        lo, hi = np.searchsorted(lam_rest, (lam0 - half, lam0 + half))  # grids are sorted: touch only the trough
+        if hi <= lo:
+            continue
+        sig_obs = broaden(sig_rest, z, extra[lo:hi])
         d_eff = min(d, 0.9) * sig_rest * (1 + z) / sig_obs  # conserve equivalent width under the LSF
-        out *= 1 - d_eff * np.exp(-0.5 * ((lam_rest * (1 + z) - lam0 * (1 + z)) / sig_obs) ** 2)
+        out[lo:hi] *= 1 - d_eff * np.exp(-0.5 * ((lam_rest[lo:hi] - lam0) * (1 + z) / sig_obs) ** 2)
     return out
 
 
@@ -242,11 +268,8 @@ def galaxy_sed(*, z: float, lum_dist_mpc: float, ebv: float, log_mstar: float, s
         cont = l_young * ssp_continuum(rest, 0.1, logz, sigma_v, z, extra) * _dust(rest, dust_av * 1.3)
         cont = cont + _warm_dust(rest, l_young, dust_av * 1.3, 1.0)
         for name, flux in line_flux_obs.items():
-            lam0 = NEBULAR_LINES[name] * (1 + z)
             sig = broaden(NEBULAR_LINES[name] * sigma_v * 0.6 / C_KMS, z, extra)
-            if np.ndim(sig) == 0 and (lam0 < lam[0] - 10 * sig or lam0 > lam[-1] + 10 * sig):
-                continue
-            cont = cont + flux * gaussian(lam, lam0, sig)
+            add_line(cont, lam, NEBULAR_LINES[name] * (1 + z), sig, flux)
         return cont
 
     sed = SED(z=z, ebv=ebv, parts={"old": old, "young": young},
@@ -331,7 +354,7 @@ def star_sed(*, teff: float, logg: float, feh: float, ebv: float, rv_kms: float)
             strength = np.clip((4200.0 - teff) / 1000.0, 0, 0.7)
             for head in TIO_HEADS:
                 dl = rest - head
-                f = f * (1 - strength * np.where(dl > 0, np.exp(-dl / 120.0), np.exp(dl / 3.0)))
+                f = f * (1 - strength * np.where(dl > 0, np.exp(-np.clip(dl, 0, None) / 120.0), np.exp(np.clip(dl, None, 0) / 3.0)))
         return f
 
     return SED(z=z, ebv=ebv, parts={"star": photo})
@@ -349,7 +372,7 @@ def qso_sed(*, z: float, alpha: float, ebv: float, fwhm_kms: float, rng: np.rand
         f = f + 0.6 * blackbody_lambda(rest, 1300.0) / blackbody_lambda(np.array([3000.0]), 1300.0) * (rest > 1e4)
         for lam0, ew in QSO_LINES.values():
             sig = broaden(lam0 * fwhm_kms / 2.355 / C_KMS, z, extra)
-            f = f + ew * (1 + z) * (lam0 / 3000.0) ** (-2 - alpha) * gaussian(lam, lam0 * (1 + z), sig)
+            add_line(f, lam, lam0 * (1 + z), sig, ew * (1 + z) * (lam0 / 3000.0) ** (-2 - alpha))
         forest = rest < 1215.67
         tau = 0.0036 * (lam / 1215.67) ** 3.46 * forest
         f = f * np.exp(-tau) * np.where(rest < 912.0, 0.05, 1.0)
