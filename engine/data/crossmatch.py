@@ -45,12 +45,17 @@ def match(ra1, dec1, ra2, dec2, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC, *,
         return empty
     v1, v2 = unit_vectors(ra1, dec1), unit_vectors(ra2, dec2)
     bound = chord_of(radius_arcsec) * (1 + 1e-9)
-    t1, t2 = cKDTree(v1), cKDTree(v2)
+    # sliding-midpoint trees build several times faster than balanced ones and query as fast
+    t2 = cKDTree(v2, balanced_tree=False, compact_nodes=False)
     d12, j12 = t2.query(v1, k=1, distance_upper_bound=bound, workers=workers)
-    d21, j21 = t1.query(v2, k=1, distance_upper_bound=bound, workers=workers)
     i1 = np.flatnonzero(np.isfinite(d12))
+    cand = np.unique(j12[i1])  # only these can be reciprocal: query back from them alone
+    t1 = cKDTree(v1, balanced_tree=False, compact_nodes=False)
+    _, j21 = t1.query(v2[cand], k=1, distance_upper_bound=bound, workers=workers)
+    back = np.full(len(v2), -1, np.int64)
+    back[cand] = j21  # len(v1) where nothing lies within the radius: never equal to an index
     i2 = j12[i1]
-    mutual = j21[i2] == i1
+    mutual = back[i2] == i1
     i1, i2 = i1[mutual], i2[mutual]
     return i1.astype(np.int64), i2.astype(np.int64), arcsec_of(d12[i1])
 

@@ -110,7 +110,9 @@ def test_mmu_bad_corpus_one_line_each_good_files_land(tmp_path, capsys):
     out = tmp_path / "ds"
     rc = main(["ingest", "--format", "mmu", str(root), "--out", str(out), "--no-progress"])
     assert rc == 0
-    err_lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    captured = capsys.readouterr()
+    assert f"ingested 2 file(s), skipped {len(bad)} bad; 4 objects" in captured.out
+    err_lines = [ln for ln in captured.err.splitlines() if ln.strip()]
     assert len(err_lines) == len(bad), err_lines
     for path, fld in bad.items():
         mine = [ln for ln in err_lines if f"{path}:" in ln]

@@ -54,10 +54,19 @@ class IngestReport:
     def lines(self) -> list[str]:
         """Human summary: one line per bad file (its error), then the totals."""
         out = [f"skipped bad file: {f.error}" for f in self.bad]
-        for f in self.good:
-            extra = f", {f.skipped_objects} NaN-only objects dropped" if f.skipped_objects else ""
-            out.append(f"read {f.path}: {f.label}, {f.objects} objects{extra}")
-            out.extend(f"  note: {n}" for n in f.notes)
+        by_label: dict[str, list[FileResult]] = {}
+        for f in self.good:  # summarised per kind of file: an ingest may read 100 000 spec files
+            by_label.setdefault(f.label, []).append(f)
+        for label, files in by_label.items():
+            dropped = sum(f.skipped_objects for f in files)
+            extra = f", {dropped} NaN-only objects dropped" if dropped else ""
+            where = files[0].path if len(files) == 1 else f"{len(files)} files"
+            out.append(f"read {where}: {label}, {sum(f.objects for f in files)} objects{extra}")
+            notes: dict[str, int] = {}
+            for f in files:
+                for n in f.notes:
+                    notes[n] = notes.get(n, 0) + 1
+            out.extend(f"  note: {n}" + (f" ({k} files)" if k > 1 else "") for n, k in notes.items())
         out.extend(f"note: {n}" for n in self.notes)
         per = ", ".join(f"{k} {v}" for k, v in self.per_source.items())
         out.append(

@@ -1,0 +1,168 @@
+"""Benchmark ingest: objects/s per input kind, and cross-match time for up to 1 M x 1 M positions.
+
+Baseline (same run, same machine): astropy's ``SkyCoord.match_to_catalog_sky`` (a one-way
+nearest-neighbour match, also KD-tree based); ours is reciprocal and cut at the radius.
+Writes ``bench/results/ingest.json`` and ``bench/results/ingest_crossmatch.png``.
+
+    nice -n 10 .venv/bin/python bench/bench_ingest.py            # full (1 M x 1 M)
+    .venv/bin/python bench/bench_ingest.py --quick                # 100 k, small files
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "data"))
+import producers  # noqa: E402
+
+from engine.data import crossmatch  # noqa: E402
+from engine.data.ingest import ingest  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def _positions(n: int, rng, frac_matched: float = 0.7):
+    """Two catalogues on a 100 deg^2 patch: ``frac_matched`` of the second are the first moved by ~0.3"."""
+    ra1 = rng.uniform(150, 160, n)
+    dec1 = np.degrees(np.arcsin(rng.uniform(np.sin(np.radians(-5)), np.sin(np.radians(5)), n)))
+    k = int(n * frac_matched)
+    pick = rng.choice(n, k, replace=False)
+    jitter = rng.normal(0, 0.3 / 3600, (2, k))
+    ra2 = np.concatenate([ra1[pick] + jitter[0] / np.cos(np.radians(dec1[pick])), rng.uniform(150, 160, n - k)])
+    dec2 = np.concatenate([dec1[pick] + jitter[1], rng.uniform(-5, 5, n - k)])
+    return ra1, dec1, ra2, dec2, k
+
+
+def bench_crossmatch(sizes, rng) -> list[dict]:
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    rows = []
+    for n in sizes:
+        ra1, dec1, ra2, dec2, k = _positions(n, rng)
+        t0 = time.perf_counter()
+        i1, i2, _ = crossmatch.match(ra1, dec1, ra2, dec2, 1.0)
+        ours = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        c1 = SkyCoord(ra1 * u.deg, dec1 * u.deg)
+        c2 = SkyCoord(ra2 * u.deg, dec2 * u.deg)
+        idx, sep, _ = c2.match_to_catalog_sky(c1)
+        astropy_s = time.perf_counter() - t0
+        astro_pairs = int((sep.arcsec <= 1.0).sum())
+        rows.append({"n": n, "ours_s": ours, "astropy_one_way_s": astropy_s, "speedup_vs_astropy": astropy_s / ours,
+                     "pairs_ours_rnn": int(len(i1)), "pairs_astropy_one_way_within_radius": astro_pairs,
+                     "true_pairs": k})
+        print(f"cross-match {n:>9,} x {n:,}: ours {ours:6.2f} s, astropy one-way {astropy_s:6.2f} s "
+              f"({astropy_s / ours:.1f}x), pairs {len(i1):,} (true {k:,})", flush=True)
+    return rows
+
+
+def _timed_ingest(paths, fmt, out) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    report = ingest(paths, out, fmt, progress=False)
+    return time.perf_counter() - t0, report.objects
+
+
+def bench_ingest_rates(tmp: Path, rng, quick: bool) -> list[dict]:
+    scale = 1 if quick else 4
+    rows = []
+    cases = {
+        "mmu_legacysurvey_160px": lambda root: [
+            producers.mmu_legacysurvey(producers.mmu_path(root, "dr10_south_21", h), rng.uniform(0, 360, 128 * scale),
+                                       rng.uniform(-60, 60, 128 * scale), rng) for h in range(2)],
+        "mmu_desi_7781px": lambda root: [
+            producers.mmu_desi(producers.mmu_path(root, "edr_sv3", h), rng.uniform(0, 360, 256 * scale),
+                               rng.uniform(-60, 60, 256 * scale), rng) for h in range(2)],
+        "mmu_gaia_xp": lambda root: [
+            producers.mmu_gaia(producers.mmu_path(root, "gaia", h), rng.uniform(0, 360, 20000 * scale),
+                               rng.uniform(-60, 60, 20000 * scale), rng) for h in range(2)],
+    }
+    for name, make in cases.items():
+        root = tmp / name
+        make(root)
+        _fix_ids(root)
+        seconds, n = _timed_ingest([root], "mmu", tmp / f"{name}-ds")
+        size = sum(p.stat().st_size for p in root.rglob("*.hdf5"))
+        rows.append({"input": name, "format": "mmu", "objects": n, "seconds": seconds, "objects_per_s": n / seconds,
+                     "input_MB_per_s": size / 1e6 / seconds})
+        print(f"ingest {name}: {n} objects in {seconds:.2f} s = {n / seconds:,.0f} objects/s", flush=True)
+    folder = tmp / "sdss_spec"
+    folder.mkdir()
+    nspec = 50 * scale
+    for i in range(nspec):
+        producers.sdss_spec(folder / f"spec-{1000 + i:04d}-52000-0001.fits", 1000 + i, 52000, 1,
+                            float(rng.uniform(0, 360)), float(rng.uniform(-60, 60)), rng)
+    seconds, n = _timed_ingest([folder], "fits", tmp / "sdss-ds")
+    rows.append({"input": "sdss_spec_fits", "format": "fits", "objects": n, "seconds": seconds,
+                 "objects_per_s": n / seconds})
+    print(f"ingest sdss spec FITS: {n} files in {seconds:.2f} s = {n / seconds:,.0f} objects/s", flush=True)
+    return rows
+
+
+def _fix_ids(root: Path) -> None:
+    """Producers number objects from the same base in every file: offset each file's ids."""
+    import h5py
+
+    for k, path in enumerate(sorted(root.rglob("*.hdf5"))):
+        with h5py.File(path, "a") as f:
+            for key in ("object_id", "TARGETID", "source_id", "BRICKID"):
+                if key in f and f[key].dtype.kind in "iu":
+                    f[key][...] = f[key][...] + k * 10_000_000
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = [r["n"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.loglog(n, [r["ours_s"] for r in rows], "o-", label="ours: reciprocal NN, cKDTree")
+    ax.loglog(n, [r["astropy_one_way_s"] for r in rows], "s--", label="astropy match_to_catalog_sky (one way)")
+    ax.axhline(60, color="grey", lw=0.8, ls=":", label="target: 1 M x 1 M < 60 s")
+    ax.set_xlabel("objects per catalogue")
+    ax.set_ylabel("seconds")
+    ax.set_title("Cross-match time (1\" radius)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100 k positions and small files")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    xm = bench_crossmatch(sizes, rng)
+    with tempfile.TemporaryDirectory() as tmp:
+        rates = bench_ingest_rates(Path(tmp), rng, args.quick)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = {
+        "benchmark": "ingest",
+        "command": "python bench/bench_ingest.py" + (" --quick" if args.quick else ""),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "crossmatch": xm,
+        "crossmatch_1M_under_60s": any(r["n"] >= 1_000_000 and r["ours_s"] < 60 for r in xm) if not args.quick else None,
+        "ingest": rates,
+    }
+    (RESULTS / "ingest.json").write_text(json.dumps(result, indent=2))
+    plot(xm, RESULTS / "ingest_crossmatch.png")
+    print(f"wrote {RESULTS / 'ingest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
