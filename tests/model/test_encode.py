@@ -201,3 +201,23 @@ def test_precomputed_token_table_gives_the_same_embeddings(tiny_model_dir, model
     table.present = {k: v[1:] for k, v in table.present.items()}
     with pytest.raises(ModelError, match="token table lacks object_id"):
         embed_objects(loaded, ds, ds.ids, "joint", progress=False, token_table=table)
+
+
+def test_embeds_the_mock_survey(tiny_model_dir, tiny_mock):
+    """End to end on the project's mock survey: every view, validity from the catalog flags."""
+    from engine.model.encode import embed_views
+
+    loaded = load_model(tiny_model_dir)
+    ds = open_dataset(tiny_mock)
+    cat = ds.catalog
+    out = embed_views(
+        loaded, ds, ds.ids, ("image", "spectrum", "photometry", "joint"), batch_size=32, progress=False
+    )
+    np.testing.assert_array_equal(
+        out["image"][1], cat["has_image_ls"].to_numpy()
+    )  # the tiny model has no HSC key
+    has_spec = cat["has_spectrum_desi"].to_numpy() | cat["has_spectrum_sdss"].to_numpy()
+    np.testing.assert_array_equal(out["spectrum"][1], has_spec)
+    for view, (emb, valid) in out.items():
+        assert np.isfinite(emb).all() and np.all(emb[~valid] == 0), view
+        assert valid.sum() > 0
