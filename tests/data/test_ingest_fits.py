@@ -143,3 +143,29 @@ def test_mixed_folder_cross_matches_spectra_and_images(tmp_path):
     assert joined["object_id"] == joined["id_ls"] and joined["ra"] == pytest.approx(150.0 + 0.5 * ARCSEC)
     ds.read("spectrum_desi", [joined["object_id"]])
     ds.read("image_ls", [joined["object_id"]])
+
+
+def test_compressed_cutout_and_empty_xp_rows(tmp_path):
+    """A tile-compressed (.fits.fz) cutout is still a cutout; an XP row with empty arrays is dropped."""
+    from astropy.io import fits
+
+    rng = np.random.default_rng(7)
+    plain = tmp_path / "plain.fits"
+    t = producers.ls_cutout(plain, 60.0, -30.0, rng, bands="griz", size=96, ivar=False)
+    with fits.open(plain) as h:
+        comp = fits.CompImageHDU(h[0].data, header=h[0].header, compression_type="GZIP_2", quantize_level=0)
+        fits.HDUList([fits.PrimaryHDU(), comp]).writeto(tmp_path / "cut.fits.fz")
+    plain.unlink()
+    producers.gaia_xp_table(tmp_path / "xp.csv", [61.0, 61.1], [-30.0, -30.1], rng, fmt="ascii.csv")
+    text = (tmp_path / "xp.csv").read_text().splitlines()
+    row = text[2].split('"')  # second source: blank its coefficient arrays as the archive does
+    text[2] = '"'.join(part if i % 2 == 0 else "" for i, part in enumerate(row))
+    (tmp_path / "xp.csv").write_text("\n".join(text) + "\n")
+    report = ingest([tmp_path], tmp_path / "ds", "fits", progress=False)
+    assert not report.bad, [f.error for f in report.bad]
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.catalog["has_image_ls"].sum() == 1 and ds.catalog["has_xp_gaia"].sum() == 1
+    assert sum(f.skipped_objects for f in report.good) == 1
+    img = ds.read("image_ls", ds.catalog.loc[ds.catalog["has_image_ls"], "object_id"])
+    np.testing.assert_array_equal(img["image_array"][0], t["cube"])  # lossless GZIP_2, no quantisation
+    assert any("MAD" in n for f in report.good for n in f.notes)

@@ -55,11 +55,15 @@ def _vectors(path: Path, table: Table, name: str) -> np.ndarray:
 
 
 def _parse(value) -> np.ndarray:
+    if value is np.ma.masked:  # an empty CSV field: a source without XP spectra
+        return np.full(schema.XP_N_COEFF, np.nan)
     if isinstance(value, np.ndarray | list | tuple):
         return np.asarray(value, np.float64)
     text = value.decode() if isinstance(value, bytes) else str(value)
     text = text.strip().strip("[]()")
-    parts = [p for p in text.replace(",", " ").split() if p]
+    parts = [p for p in text.replace(",", " ").split() if p and p not in ("--", "null", "nan", "NaN")]
+    if not parts:  # the archive leaves the field empty for sources without XP spectra
+        return np.full(schema.XP_N_COEFF, np.nan)
     return np.array([float(p) for p in parts], np.float64)
 
 

@@ -43,19 +43,23 @@ def _bands_of_cube(header, nb: int) -> list[str] | None:
 
 
 def looks_like(hdul: fits.HDUList) -> bool:
-    return any(h.is_image and h.header.get("NAXIS", 0) in (2, 3) for h in hdul) and not any(
-        isinstance(h, fits.BinTableHDU) for h in hdul
-    )
+    """Image HDUs only (a tile-compressed ``.fits.fz`` image is a binary table underneath)."""
+    tables = [h for h in hdul if isinstance(h, fits.BinTableHDU) and not isinstance(h, fits.CompImageHDU)]
+    return not tables and any(h.is_image and _naxis(h) in (2, 3) for h in hdul)
+
+
+def _naxis(h) -> int:
+    return len(h.shape) if getattr(h, "shape", None) is not None else 0
 
 
 def _load(path: Path, hdul: fits.HDUList):
     """(bands, image cube, ivar cube or None, header of the first science HDU)."""
-    science = [h for h in hdul if h.is_image and h.header.get("NAXIS", 0) in (2, 3) and not _is_ivar(h)]
-    ivars = [h for h in hdul if h.is_image and h.header.get("NAXIS", 0) in (2, 3) and _is_ivar(h)]
+    science = [h for h in hdul if h.is_image and _naxis(h) in (2, 3) and not _is_ivar(h)]
+    ivars = [h for h in hdul if h.is_image and _naxis(h) in (2, 3) and _is_ivar(h)]
     if not science:
         raise fail(path, "PRIMARY", "no 2-D or 3-D image HDU")
     first = science[0]
-    if first.header["NAXIS"] == 3:
+    if _naxis(first) == 3:
         cube = image_data(first, path)
         bands = _bands_of_cube(first.header, cube.shape[0])
         if bands is None:
