@@ -249,3 +249,18 @@ def ingest_embeddings_quiet(folder, out, index_root):
     from engine.data.ingest import ingest_embeddings
 
     return ingest_embeddings([folder], out, progress=False, index_root=index_root)
+
+
+def test_json_report(tmp_path, capsys):
+    import json
+
+    rng = np.random.default_rng(14)
+    producers.mmu_gaia(producers.mmu_path(tmp_path / "in", "gaia", 1), [1.0, 2.0], [0.0, 0.0], rng)
+    (tmp_path / "in" / "junk.h5").write_bytes(b"\x00" * 100)
+    rc = main(["ingest", "--format", "mmu", str(tmp_path / "in"), "--out", str(tmp_path / "ds"), "--json",
+               "--no-progress"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert rc == 0 and report["objects"] == 2 and report["bad_files"] == 1 and report["good_files"] == 1
+    assert report["per_source"] == {"xp_gaia": 2} and report["dataset_hash"] == open_dataset(tmp_path / "ds").hash
+    assert "junk.h5" in captured.err and len(captured.err.strip().splitlines()) == 1
