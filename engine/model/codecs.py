@@ -149,12 +149,16 @@ class CodecSet:
 
     @torch.inference_mode()
     def encode(
-        self, modalities: Mapping[str, am.Modality | tuple[am.Modality, object]]
+        self,
+        modalities: Mapping[str, am.Modality | tuple[am.Modality, object]],
+        dtype: torch.dtype | None = None,
     ) -> dict[str, torch.Tensor]:
         """Token ids per key: ``{token_key: LongTensor (B, num_tokens)}``.
 
         Accepts modality objects or the ``(modality, present)`` pairs of ``load_modalities``
-        (the mask is ignored here: every row is encoded).
+        (the mask is ignored here: every row is encoded). ``dtype=torch.bfloat16`` runs the
+        image/spectrum networks under autocast but quantizes in fp32 (FSQ code arithmetic in
+        bf16 would corrupt indices above 256); ids can then differ from fp32 near bin edges.
         """
         out: dict[str, torch.Tensor] = {}
         device = self.device
@@ -164,7 +168,10 @@ class CodecSet:
             modality = _to_device(modality, device)
             if isinstance(modality, am.Image):  # ImageCodec clamps its input in place
                 modality = dataclasses.replace(modality, flux=modality.flux.clone())
-            tokens = codec.encode(modality)
+            if dtype is not None and dtype != torch.float32 and spec(key).kind in ("image", "spectrum"):
+                tokens = _encode_mixed(codec, modality, device, dtype)
+            else:
+                tokens = codec.encode(modality)
             if tokens.dim() == 1:
                 tokens = tokens[:, None]
             expected = spec(key).num_tokens
@@ -354,6 +361,18 @@ def _to_device(modality: am.Modality, device: torch.device) -> am.Modality:
         if isinstance(getattr(modality, f.name), torch.Tensor) and getattr(modality, f.name).device != device
     }
     return dataclasses.replace(modality, **changes) if changes else modality
+
+
+def _encode_mixed(codec, modality: am.Modality, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The official ``encode`` with the network under autocast and the quantizers in fp32."""
+    with torch.autocast(device_type=device.type, dtype=dtype):
+        latent = codec._encode(modality)
+    if isinstance(latent, tuple):  # SpectrumCodec: (latent, normalization) + a normalization token
+        latent, normalization = latent
+        codes = codec.quantizer.encode(latent.float())
+        norm_code = codec.normalization_quantizer.encode(normalization.float())
+        return torch.cat([norm_code[..., None], codes], dim=-1)
+    return codec.quantizer.encode(latent.float())
 
 
 def _decode_image(codec: torch.nn.Module, tokens: torch.Tensor, bands: list[str]) -> torch.Tensor:
