@@ -26,7 +26,7 @@ from aion.codecs.config import MODALITY_CODEC_MAPPING
 from aion.codecs.preprocessing.band_to_index import BAND_TO_INDEX
 
 from engine.errors import ModelError
-from engine.model.modalities import MODALITIES, spec
+from engine.model.modalities import ALL_MODALITIES, spec
 from engine.model.presets import SCALAR_CODEBOOK_SIZE, ModelPreset
 
 CODECS_DIR = "codecs"
@@ -59,6 +59,9 @@ def _codec_modality_type(codec_name: str) -> type:
         return am.Image
     if codec_name == am.Spectrum.name:
         return am.Spectrum
+    for cls in (am.LegacySurveyCatalog, am.LegacySurveySegmentationMap):
+        if codec_name == cls.name:
+            return cls
     try:
         return am.ScalarModalities[codec_name]
     except KeyError:
@@ -68,6 +71,8 @@ def _codec_modality_type(codec_name: str) -> type:
 def new_codec(token_key: str, preset: ModelPreset) -> torch.nn.Module:
     """A fresh (untrained) official codec for ``token_key`` at the preset's sizes."""
     sp = spec(token_key)
+    if sp.kind == "unmapped":
+        raise ModelError(f"no codec can be trained for {token_key!r}: no dataset field feeds it")
     cls = codec_class_for(token_key)
     if cls is ac.ImageCodec:
         return ac.ImageCodec(**preset.image_codec_config())
@@ -91,9 +96,9 @@ class CodecSet:
     """One official codec per token key (shared instances where the hub layout shares a folder)."""
 
     def __init__(self, codecs: Mapping[str, torch.nn.Module], configs: Mapping[str, dict] | None = None):
-        unknown = [k for k in codecs if k not in MODALITIES]
+        unknown = [k for k in codecs if k not in ALL_MODALITIES]
         if unknown:
-            raise ModelError(f"unknown token key(s) {unknown}; accepted: {', '.join(MODALITIES)}")
+            raise ModelError(f"unknown token key(s) {unknown}; accepted: {', '.join(ALL_MODALITIES)}")
         self.codecs: dict[str, torch.nn.Module] = dict(codecs)
         #: constructor kwargs per codec folder name (what config.json holds)
         self.configs: dict[str, dict] = dict(configs or {})
@@ -244,7 +249,7 @@ class CodecSet:
                     f"{codec_root}: missing codecs folder (expected codecs/<modality>/config.json)"
                 )
             folders = {p.name for p in codec_root.iterdir() if (p / CONFIG_FILE).is_file()}
-            token_keys = [k for k, s in MODALITIES.items() if s.codec_name in folders]
+            token_keys = [k for k, s in ALL_MODALITIES.items() if s.codec_name in folders]
         loaded: dict[str, torch.nn.Module] = {}
         configs: dict[str, dict] = {}
         codecs: dict[str, torch.nn.Module] = {}

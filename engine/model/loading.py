@@ -26,7 +26,7 @@ import torch
 
 from engine.errors import ModelError
 from engine.model.codecs import CODECS_DIR, CodecSet
-from engine.model.modalities import MODALITIES
+from engine.model.modalities import ALL_MODALITIES
 from engine.model.presets import ModelPreset, get_preset
 from engine.paths import model_id_of
 
@@ -79,11 +79,11 @@ def build_model(
 
 def _check_keys(keys: Iterable[str], what: str) -> list[str]:
     keys = list(dict.fromkeys(keys))
-    unknown = [k for k in keys if k not in MODALITIES]
+    unknown = [k for k in keys if k not in ALL_MODALITIES]
     if unknown:
-        raise ModelError(f"{what}: unknown token key(s) {unknown}; accepted: {', '.join(MODALITIES)}")
+        raise ModelError(f"{what}: unknown token key(s) {unknown}; accepted: {', '.join(ALL_MODALITIES)}")
     if not keys:
-        raise ModelError(f"{what}: empty; give at least one of {', '.join(MODALITIES)}")
+        raise ModelError(f"{what}: empty; give at least one of {', '.join(ALL_MODALITIES)}")
     return keys
 
 
@@ -100,7 +100,7 @@ def save_model(
     out = Path(model_dir)
     config = dict(model._hub_mixin_config)
     needed = set(config["domains_in"]) | set(config["domains_out"])
-    lacking = sorted(k for k in needed if k not in codecs)
+    lacking = sorted(k for k in needed if k not in codecs and ALL_MODALITIES[k].kind != "unmapped")
     if lacking:
         raise ModelError(f"{out}: cannot save, no codec for {lacking} (the model uses them)")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -209,10 +209,10 @@ def read_config(model_dir: Path) -> dict:
             f"{path}: missing key(s) {missing}; an aion.AION config needs {list(_REQUIRED_CONFIG_KEYS)}"
         )
     for key in ("domains_in", "domains_out"):
-        unknown = [k for k in config[key] if k not in MODALITIES]
+        unknown = [k for k in config[key] if k not in ALL_MODALITIES]
         if unknown:
             raise ModelError(
-                f"{path}: field {key!r} has unsupported token key(s) {unknown}; accepted: {', '.join(MODALITIES)}"
+                f"{path}: field {key!r} has unsupported token key(s) {unknown}; accepted: {', '.join(ALL_MODALITIES)}"
             )
     return config
 
@@ -250,6 +250,13 @@ def load_model(path_or_hub_id: str | os.PathLike, device: str | torch.device = "
     config = read_config(root)
     model = load_transformer(root, config, device)
     keys = list(dict.fromkeys([*config["domains_in"], *config["domains_out"]]))
+    # modalities no dataset field feeds (the published models' source catalog and segmentation
+    # map) load their codec when it is there; every other codec is required
+    keys = [
+        k
+        for k in keys
+        if ALL_MODALITIES[k].kind != "unmapped" or (root / CODECS_DIR / ALL_MODALITIES[k].codec_name).is_dir()
+    ]
     codecs = CodecSet.load(root, keys, device=str(device))
     meta_path = root / META_FILE
     meta: dict = {}

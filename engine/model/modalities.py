@@ -25,7 +25,10 @@ from aion import modalities as am
 from engine.data import schema
 from engine.errors import DatasetError, ModelError
 
-KINDS = ("image", "spectrum", "scalar", "xp")
+#: ``unmapped``: official modalities the published models carry (Legacy Survey source catalog,
+#: AION's segmentation-map tokens) that no dataset field feeds; registered so such models and
+#: their codecs load, never read from a dataset.
+KINDS = ("image", "spectrum", "scalar", "xp", "unmapped")
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,11 @@ class ModalitySpec:
     column: str | None = None  # catalog column for scalars
     xp_slice: tuple[int, int] | None = None  # coefficient range of xp_gaia 'coeff'
     bands: tuple[str, ...] = ()  # canonical image bands
+    tokens: int | None = None  # for modalities whose class has no num_tokens
 
     @property
     def num_tokens(self) -> int:
-        return int(self.modality.num_tokens)
+        return int(self.tokens if self.tokens is not None else self.modality.num_tokens)
 
     @property
     def codec_name(self) -> str:
@@ -52,6 +56,8 @@ class ModalitySpec:
     def present_in(self, catalog_rows) -> np.ndarray:
         """Which of these catalog rows have this modality (flag column for arrays, finite value for scalars)."""
         n = len(catalog_rows)
+        if self.kind == "unmapped":
+            return np.zeros(n, dtype=bool)
         if self.kind == "scalar":
             if self.column not in catalog_rows.columns:
                 return np.zeros(n, dtype=bool)
@@ -110,26 +116,45 @@ _SPECS: tuple[ModalitySpec, ...] = (
 #: token key -> spec, in a fixed order (images, spectra, scalars, XP, z).
 MODALITIES: dict[str, ModalitySpec] = {s.token_key: s for s in _SPECS}
 
+#: Official modalities outside the default set: the published aion-base/large configs also
+#: take sky position and two inputs no dataset field feeds. Models with them load and embed;
+#: ``tok_ra``/``tok_dec`` can be read from the catalog when asked for explicitly.
+EXTRA_MODALITIES: dict[str, ModalitySpec] = {
+    s.token_key: s
+    for s in (
+        _scalar(am.Ra, "ra"),
+        _scalar(am.Dec, "dec"),
+        ModalitySpec("catalog", am.LegacySurveyCatalog, "unmapped", tokens=50),
+        ModalitySpec("tok_segmap", am.LegacySurveySegmentationMap, "unmapped", tokens=144),
+    )
+}
+
+#: Every token key the engine knows (default set first).
+ALL_MODALITIES: dict[str, ModalitySpec] = {**MODALITIES, **EXTRA_MODALITIES}
+
 LS_FLUX_KEYS = tuple(f"tok_flux_{b}" for b in ("g", "r", "i", "z", "w1", "w2", "w3", "w4"))
 GAIA_FLUX_KEYS = ("tok_flux_g_gaia", "tok_flux_bp_gaia", "tok_flux_rp_gaia")
 
+#: Keys never fed to an embedding view: redshift is a probe/evaluation target (it would leak
+#: the answer), sky position would make "similar" mean "nearby on the sky".
+NOT_EMBEDDED: tuple[str, ...] = ("tok_z", "tok_ra", "tok_dec")
+
 #: What each embedding view feeds the encoder (restricted to the keys a model accepts).
-#: ``joint`` is every registered modality except ``tok_z``: spectroscopic redshift is a
-#: target of the property probes and of evaluation, so it must not leak into embeddings.
+#: ``joint`` is every dataset-fed modality except :data:`NOT_EMBEDDED`.
 VIEWS: dict[str, tuple[str, ...]] = {
     "image": ("tok_image", "tok_image_hsc"),
     "spectrum": ("tok_spectrum_desi", "tok_spectrum_sdss"),
     "photometry": LS_FLUX_KEYS + GAIA_FLUX_KEYS,
-    "joint": tuple(k for k in MODALITIES if k != "tok_z"),
+    "joint": tuple(k for k in MODALITIES if k not in NOT_EMBEDDED),
 }
 
 
 def spec(token_key: str) -> ModalitySpec:
     """The registry entry for ``token_key``; the error lists the accepted keys."""
     try:
-        return MODALITIES[token_key]
+        return ALL_MODALITIES[token_key]
     except KeyError:
-        raise ModelError(f"unknown token key {token_key!r}; accepted: {', '.join(MODALITIES)}") from None
+        raise ModelError(f"unknown token key {token_key!r}; accepted: {', '.join(ALL_MODALITIES)}") from None
 
 
 def view_token_keys(view: str, model_keys: Iterable[str] | None = None) -> tuple[str, ...]:
@@ -166,6 +191,8 @@ def load_modalities(
     cache: dict[str, dict[str, np.ndarray]] = {}
     for key in token_keys:
         sp = spec(key)
+        if sp.kind == "unmapped":
+            raise ModelError(f"token key {key!r} has no dataset mapping (no dataset field feeds it)")
         present = sp.present_in(rows)
         if sp.kind != "scalar" and present.any() and not dataset.has_source(sp.source):
             raise DatasetError(

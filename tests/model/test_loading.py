@@ -123,3 +123,25 @@ def test_build_model_checks_keys(tiny_preset):
     assert set(model.encoder_embeddings) == {"tok_flux_g", "tok_z"} and set(model.decoder_embeddings) == {
         "tok_z"
     }
+
+
+def test_published_style_model_with_unmapped_modalities_loads(tmp_path, tiny_preset, model_dataset):
+    """aion-base/large also take the source catalog, the segmentation map and ra/dec."""
+    import numpy as np
+
+    from engine.data import open_dataset
+    from engine.model.encode import embed_objects
+
+    keys = ["catalog", "tok_segmap", "tok_ra", "tok_dec", "tok_flux_g", "tok_flux_r"]
+    model = build_model(tiny_preset, keys)
+    codecs = build_codecs(tiny_preset, ["tok_ra", "tok_dec", "tok_flux_g", "tok_flux_r"])
+    with pytest.raises(ModelError, match="no codec can be trained for 'catalog'"):
+        build_codecs(tiny_preset, ["catalog"])
+    save_model(tmp_path / "pub", model, codecs)
+    loaded = load_model(tmp_path / "pub")
+    assert "catalog" in loaded.token_keys and "catalog" not in loaded.codecs
+    ds = open_dataset(model_dataset)
+    emb, valid = embed_objects(loaded, ds, ds.ids, "joint", progress=False)
+    assert valid.sum() == 11  # from the two fluxes only: ra/dec are never embedded
+    ref, _ = embed_objects(loaded, ds, ds.ids, "photometry", progress=False)
+    np.testing.assert_allclose(emb, ref, atol=1e-6)

@@ -15,14 +15,21 @@ from engine.model.presets import PRESETS, get_preset
 
 
 def test_registry_matches_official_modalities():
-    assert len(MODALITIES) == 36
-    for key, sp in MODALITIES.items():
+    from aion.fourm.modality_info import MODALITY_INFO
+
+    from engine.model.modalities import ALL_MODALITIES, EXTRA_MODALITIES
+
+    assert len(MODALITIES) == 36 and set(EXTRA_MODALITIES) == {"tok_ra", "tok_dec", "catalog", "tok_segmap"}
+    assert set(ALL_MODALITIES) <= set(MODALITY_INFO)
+    assert all(s.kind != "unmapped" for s in MODALITIES.values())
+    for key, sp in ALL_MODALITIES.items():
         assert sp.modality.token_key == key
         assert issubclass(sp.modality, am.Modality)
         if sp.kind == "scalar":
-            assert sp.column in schema.SCALAR_COLUMNS, key
-        else:
+            assert sp.column in (*schema.SCALAR_COLUMNS, "ra", "dec"), key
+        elif sp.kind != "unmapped":
             assert sp.source in schema.SOURCES, key
+    assert ALL_MODALITIES["catalog"].num_tokens == 50 and ALL_MODALITIES["tok_segmap"].num_tokens == 144
     assert MODALITIES["tok_image"].num_tokens == 576 and MODALITIES["tok_spectrum_sdss"].num_tokens == 273
     assert MODALITIES["tok_xp_rp"].xp_slice == (55, 110)
     assert MODALITIES["tok_image_hsc"].codec_name == MODALITIES["tok_image"].codec_name == "image"
@@ -32,7 +39,8 @@ def test_views():
     assert VIEWS["photometry"][:8] == tuple(
         f"tok_flux_{b}" for b in ("g", "r", "i", "z", "w1", "w2", "w3", "w4")
     )
-    assert "tok_z" not in VIEWS["joint"] and len(VIEWS["joint"]) == 35
+    assert not {"tok_z", "tok_ra", "tok_dec", "catalog", "tok_segmap"} & set(VIEWS["joint"])
+    assert len(VIEWS["joint"]) == 35
     assert view_token_keys("image", ["tok_image", "tok_z"]) == ("tok_image",)
     assert view_token_keys("spectrum") == ("tok_spectrum_desi", "tok_spectrum_sdss")
     with pytest.raises(ModelError, match="unknown view 'sky'"):
@@ -42,7 +50,7 @@ def test_views():
 def test_presence_and_placeholders(model_dataset):
     ds = open_dataset(model_dataset)
     ids = ds.ids
-    mods = load_modalities(ds, ids, list(MODALITIES))
+    mods = load_modalities(ds, ids, [*MODALITIES, "tok_ra"])
     want = {
         "tok_image": np.arange(12) < 8,
         "tok_image_hsc": np.zeros(12, bool),
@@ -68,6 +76,8 @@ def test_presence_and_placeholders(model_dataset):
     flux_g = mods["tok_flux_g"][0]
     cat = ds.objects(ids)
     np.testing.assert_allclose(flux_g.value[:3].numpy(), cat["flux_g"].to_numpy()[:3], rtol=1e-6)
+    assert mods["tok_ra"][1].all()
+    np.testing.assert_allclose(mods["tok_ra"][0].value.numpy(), cat["ra"].to_numpy(), rtol=1e-6)
     xp = mods["tok_xp_rp"][0]
     raw = ds.read("xp_gaia", ids[8:11])["coeff"][:, 55:]
     np.testing.assert_allclose(xp.value[8:11].numpy(), raw, rtol=1e-6)
@@ -155,6 +165,8 @@ def test_bad_arrays_are_named(tmp_path):
         load_modalities(ds, ds.ids, ["tok_image"])
     with pytest.raises(ModelError, match="unknown token key 'tok_radio'"):
         load_modalities(ds, ds.ids, ["tok_radio"])
+    with pytest.raises(ModelError, match="'catalog' has no dataset mapping"):
+        load_modalities(ds, ds.ids, ["catalog"])
 
 
 def test_bad_spectrum_pixels_are_masked(tmp_path):
