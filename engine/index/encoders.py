@@ -1,0 +1,74 @@
+"""Encoders behind one protocol: the AION model (``engine.model``) or the pixel-PCA baseline.
+
+``--model pixel-pca`` selects the baseline; anything else is a model folder or hub id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import EngineError
+from engine.index.baseline import MODEL_ID as BASELINE_ID
+from engine.index.baseline import PixelPCAEncoder, is_baseline
+
+log = logging.getLogger(__name__)
+
+
+class ModelEncoder:
+    """An AION model folder as an :class:`~engine.index.embeddings.Encoder` for one view."""
+
+    def __init__(self, model: str | os.PathLike, view: str, *, batch_size: int = 64, device: str = "cpu",
+                 loaded=None):
+        from engine.model.loading import load_model
+
+        self.loaded = loaded if loaded is not None else load_model(model, device=device)
+        self.view, self.batch_size, self.device = view, batch_size, device
+        self.model_id = self.loaded.model_id
+        self.model_hash = self.loaded.hash
+        self.dim = int(self.loaded.dim)
+
+    def __call__(self, dataset, object_ids) -> tuple[np.ndarray, np.ndarray]:
+        from engine.model.encode import embed_objects
+
+        return embed_objects(self.loaded, dataset, np.asarray(object_ids, dtype=np.int64), self.view,
+                             batch_size=self.batch_size, device=self.device, progress=False)
+
+
+def open_encoder(model: str | os.PathLike, view: str, *, view_dir: Path | None = None, fit_dataset=None,
+                 batch_size: int = 64, device: str = "cpu"):
+    """The encoder for ``model``: the baseline is loaded from ``view_dir`` (or fitted on
+    ``fit_dataset`` when given and no matching fit exists there); a model folder is loaded."""
+    if is_baseline(model):
+        if fit_dataset is not None:
+            try:
+                enc = PixelPCAEncoder.load(view_dir, view)
+                if enc.meta.get("dataset_hash") == fit_dataset.hash:
+                    return enc
+            except EngineError:
+                pass
+            return PixelPCAEncoder.fit(fit_dataset, view)
+        return PixelPCAEncoder.load(view_dir, view)
+    return ModelEncoder(model, view, batch_size=batch_size, device=device)
+
+
+def current_model_hash(model: str | os.PathLike, view: str, view_dir: Path) -> str | None:
+    """The model's hash now (cheap: a file hash, no weights loaded); None if it cannot be found."""
+    if is_baseline(model):
+        try:
+            return PixelPCAEncoder.load(view_dir, view).model_hash
+        except EngineError:
+            return None
+    try:
+        from engine.model.loading import WEIGHTS_FILE, file_hash, resolve_model_dir
+
+        return file_hash(resolve_model_dir(model) / WEIGHTS_FILE)
+    except EngineError as exc:
+        log.warning("cannot check the model hash of %r (%s); using the index as built", str(model), exc)
+        return None
+
+
+__all__ = ["BASELINE_ID", "ModelEncoder", "PixelPCAEncoder", "current_model_hash", "open_encoder"]
