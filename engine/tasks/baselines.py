@@ -1,0 +1,293 @@
+"""From-scratch baselines on the probes' splits, so the table says whether the foundation model helps.
+
+* gradient-boosted trees (sklearn ``HistGradientBoosting``) on photometry: every property
+  and morphology;
+* a small CNN on the 96x96 LS cutouts, trained from scratch: galaxy properties + morphology
+  (one network, two heads, one summed loss);
+* a 1-D CNN on binned DESI spectra: galaxy and star properties.
+
+Objects, splits (:mod:`engine.tasks.splits`) and the validation set are the same as the
+probes'. Baselines do not depend on the model, so their results are cached per dataset
+under ``<index root>/<dataset>/baselines/`` and reused by every evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from engine.data import schema
+from engine.data.store import open_dataset
+from engine.paths import results_dir
+from engine.tasks import arrays, metrics
+from engine.tasks.fitting import FitConfig, fit, masked_mse, predict
+from engine.tasks.probes import GALAXY_TARGETS, MORPHOLOGY_TARGET, STAR_TARGETS, select_objects
+from engine.tasks.splits import is_held_out, validation_ids
+
+N_CLASSES = len(schema.MORPHOLOGY_CLASSES)
+
+
+def baselines_dir(dataset) -> Path:
+    return results_dir(dataset.name, "baselines")
+
+
+# --- networks ---------------------------------------------------------------------------
+
+
+def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.GELU(), nn.MaxPool2d(2))
+
+
+class ImageCNN(nn.Module):
+    """4 conv blocks (96 -> 6 px) + global average pool; a regression head and a class head."""
+
+    def __init__(self, n_targets: int, n_classes: int, in_ch: int = 4, width: int = 16):
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv_block(in_ch, width), _conv_block(width, 2 * width), _conv_block(2 * width, 4 * width),
+            _conv_block(4 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.reg = nn.Sequential(nn.Linear(4 * width, 64), nn.GELU(), nn.Linear(64, n_targets))
+        self.cls = nn.Sequential(nn.Linear(4 * width, 64), nn.GELU(), nn.Linear(64, n_classes))
+        self.n_targets = n_targets
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(x)
+        return torch.cat([self.reg(h), self.cls(h)], dim=1)
+
+
+class SpectrumCNN(nn.Module):
+    """1-D CNN: 5 strided conv blocks + global average pool + MLP regressor."""
+
+    def __init__(self, n_targets: int, in_ch: int = 2, width: int = 16):
+        super().__init__()
+        layers, c = [], in_ch
+        for w in (width, width, 2 * width, 2 * width, 4 * width):
+            layers += [nn.Conv1d(c, w, 7, stride=2, padding=3), nn.BatchNorm1d(w), nn.GELU()]
+            c = w
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool1d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(c, 64), nn.GELU(), nn.Linear(64, n_targets))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def _joint_loss(n_targets: int):
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        reg = masked_mse(out[:, :n_targets], y[:, :n_targets])
+        label = y[:, n_targets]
+        ok = label >= 0
+        cls = nn.functional.cross_entropy(out[ok, n_targets:], label[ok].long()) if ok.any() else out.sum() * 0
+        return reg + cls
+    return loss
+
+
+# --- shared helpers --------------------------------------------------------------------
+
+
+def _split_rows(ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    held = is_held_out(ids, seed)
+    fit_ids, val_ids = validation_ids(ids[~held], seed)
+    pos = {int(i): r for r, i in enumerate(ids)}
+    rows = lambda sel: np.array([pos[int(i)] for i in sel], dtype=np.int64)  # noqa: E731
+    return rows(fit_ids), rows(val_ids), np.flatnonzero(held)
+
+
+def _standardise(y: np.ndarray, fit_r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mean = np.nanmean(y[fit_r], axis=0)
+    std = np.nanstd(y[fit_r], axis=0)
+    std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+    return ((y - mean) / std).astype(np.float32), mean, std
+
+
+def _score(method: str, ids, targets, true, pred, frames, results):
+    for j, t in enumerate(targets):
+        ok = np.isfinite(true[:, j])
+        if ok.sum() < 2:
+            continue
+        res = {"r2": metrics.r2_score(true[ok, j], pred[ok, j]), "rmse": metrics.rmse(true[ok, j], pred[ok, j]),
+               "n_test": int(ok.sum())}
+        if t == "truth_z":
+            res["nmad"] = metrics.nmad_dz(true[ok, j], pred[ok, j])
+        results.setdefault(method, {})[t] = res
+        frames.append(pd.DataFrame({"object_id": ids[ok], "target": t, "true": true[ok, j], "pred": pred[ok, j], "method": method}))
+
+
+def _morph_score(method, ids, true, pred, frames, results):
+    results.setdefault(method, {})[MORPHOLOGY_TARGET] = {
+        "accuracy": metrics.accuracy(true, pred), "n_test": len(true),
+        "confusion": metrics.confusion_matrix(true, pred, N_CLASSES).tolist(),
+    }
+    frames.append(pd.DataFrame({"object_id": ids, "target": MORPHOLOGY_TARGET, "true": true.astype(float),
+                                "pred": pred.astype(float), "method": method}))
+
+
+def _labels(cat: pd.DataFrame, ids: np.ndarray, cols) -> np.ndarray:
+    rows = cat.loc[ids]
+    return np.stack([rows[c].to_numpy(dtype=float) if c in rows.columns else np.full(len(ids), np.nan) for c in cols], 1)
+
+
+# --- the three baselines ---------------------------------------------------------------
+
+
+def _informative_columns(x: np.ndarray) -> np.ndarray:
+    """Feature columns with at least two distinct finite values (sklearn's binning needs them)."""
+    return np.array([len(np.unique(c[np.isfinite(c)])) > 1 for c in x.T], dtype=bool)
+
+
+def trees_on_photometry(cat, ids, seed, frames, results) -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    kinds = cat.loc[ids, "kind"].astype(str).to_numpy()
+    x_all = arrays.photometry_features(cat.loc[ids])
+    for kind, targets in (("galaxy", GALAXY_TARGETS), ("star", STAR_TARGETS)):
+        sel = kinds == kind
+        ids_k, x = ids[sel], x_all[sel]
+        y = _labels(cat, ids_k, targets)
+        held = is_held_out(ids_k, seed)
+        if held.sum() < 2 or (~held).sum() < 4:
+            continue
+        pred = np.full((held.sum(), len(targets)), np.nan)
+        for j in range(len(targets)):
+            ok = ~held & np.isfinite(y[:, j])
+            if ok.sum() < 4:
+                continue
+            cols = _informative_columns(x[ok])
+            model = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, early_stopping=ok.sum() >= 200,
+                                                  random_state=seed)
+            pred[:, j] = model.fit(x[ok][:, cols], y[ok, j]).predict(x[held][:, cols])
+        _score("trees (photometry)", ids_k[held], targets, y[held], pred, frames, results)
+    if MORPHOLOGY_TARGET in cat.columns:
+        label = _labels(cat, ids, [MORPHOLOGY_TARGET])[:, 0]
+        ok = np.isfinite(label) & (label >= 0)
+        held = is_held_out(ids, seed)
+        tr, te = ok & ~held, ok & held
+        if tr.sum() >= 4 and te.sum() >= 2 and len(np.unique(label[tr])) > 1:
+            cols = _informative_columns(x_all[tr])
+            smallest_class = int(np.unique(label[tr], return_counts=True)[1].min())
+            clf = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, early_stopping=smallest_class >= 5,
+                                                 random_state=seed)
+            pred = clf.fit(x_all[tr][:, cols], label[tr].astype(int)).predict(x_all[te][:, cols])
+            _morph_score("trees (photometry)", ids[te], label[te].astype(int), pred, frames, results)
+
+
+def cnn_on_images(dataset, cat, ids, seed, config, frames, results) -> None:
+    kinds = cat.loc[ids, "kind"].astype(str).to_numpy()
+    has = cat.loc[ids, schema.source("image_ls").flag].to_numpy(bool) if "has_image_ls" in cat.columns else np.ones(len(ids), bool)
+    ids_k = ids[(kinds == "galaxy") & has]
+    if len(ids_k) < 8 or not dataset.has_source("image_ls"):
+        return
+    cols = [*GALAXY_TARGETS, MORPHOLOGY_TARGET]
+    y = _labels(cat, ids_k, cols)
+    y[:, -1] = np.where(np.isfinite(y[:, -1]), y[:, -1], -1)
+    fit_r, val_r, test_r = _split_rows(ids_k, seed)
+    if len(fit_r) < 4 or len(test_r) < 2:
+        return
+    yz, mean, std = _standardise(y[:, :-1], fit_r)
+    target = torch.from_numpy(np.concatenate([yz, y[:, -1:].astype(np.float32)], 1))
+    x = torch.from_numpy(arrays.images(dataset, ids_k))
+    net = ImageCNN(len(GALAXY_TARGETS), N_CLASSES)
+    fit(net, (x[fit_r],), target[fit_r], (x[val_r],), target[val_r], _joint_loss(len(GALAXY_TARGETS)), config, "image CNN")
+    out = predict(net, (x[test_r],)).numpy()
+    pred = out[:, : len(GALAXY_TARGETS)] * std + mean
+    _score("CNN (image)", ids_k[test_r], GALAXY_TARGETS, y[test_r, :-1], pred, frames, results)
+    lab = y[test_r, -1]
+    ok = lab >= 0
+    if ok.sum() >= 2:
+        _morph_score("CNN (image)", ids_k[test_r][ok], lab[ok].astype(int), out[ok, len(GALAXY_TARGETS):].argmax(1), frames, results)
+
+
+def cnn_on_spectra(dataset, cat, ids, seed, config, frames, results) -> None:
+    if not dataset.has_source("spectrum_desi"):
+        return
+    has = cat.loc[ids, "has_spectrum_desi"].to_numpy(bool) if "has_spectrum_desi" in cat.columns else np.ones(len(ids), bool)
+    ids_k = ids[has]
+    if len(ids_k) < 8:
+        return
+    targets = (*GALAXY_TARGETS, *STAR_TARGETS)
+    y = _labels(cat, ids_k, targets)
+    kinds = cat.loc[ids_k, "kind"].astype(str).to_numpy()
+    y[kinds != "galaxy", : len(GALAXY_TARGETS)] = np.nan
+    y[kinds != "star", len(GALAXY_TARGETS):] = np.nan
+    fit_r, val_r, test_r = _split_rows(ids_k, seed)
+    if len(fit_r) < 4 or len(test_r) < 2:
+        return
+    yz, mean, std = _standardise(y, fit_r)
+    x = torch.from_numpy(arrays.spectra(dataset, ids_k)[3])
+    net = SpectrumCNN(len(targets))
+    fit(net, (x[fit_r],), torch.from_numpy(yz[fit_r]), (x[val_r],), torch.from_numpy(yz[val_r]), masked_mse, config, "spectrum 1-D CNN")
+    pred = predict(net, (x[test_r],)).numpy() * std + mean
+    _score("1-D CNN (spectrum)", ids_k[test_r], targets, y[test_r], pred, frames, results)
+
+
+def unet_on_images(dataset, ids, seed, config, results, max_galaxies: int | None) -> dict | None:
+    """U-Net from scratch on the same galaxies (and the same cap) as the token segmentation head."""
+    from engine.tasks import segmentation
+    from engine.tasks.probes import segmentation_ids
+    from engine.tasks.splits import unit_hash
+
+    ids_k = segmentation_ids(dataset, ids)
+    if max_galaxies is not None and len(ids_k) > max_galaxies:
+        ids_k = np.sort(ids_k[np.argsort(unit_hash(ids_k, seed + 2))[:max_galaxies]])
+    fit_r, val_r, test_r = _split_rows(ids_k, seed) if len(ids_k) else (np.array([]),) * 3
+    if len(fit_r) < 4 or len(test_r) < 2:
+        return None
+    x = torch.from_numpy(arrays.images(dataset, ids_k))
+    masks = torch.from_numpy(arrays.segmaps(dataset, ids_k))
+    net = segmentation.UNet(len(segmentation.CLASSES))
+    fit(net, (x[fit_r],), masks[fit_r], (x[val_r],), masks[val_r], segmentation.seg_loss, config, "U-Net")
+    pred = segmentation.predict_masks(net, (x[test_r],))
+    true = masks[test_r].numpy()
+    results["U-Net (image)"] = {"iou": segmentation.iou_per_class(true, pred), "n_train": len(fit_r), "n_test": len(test_r)}
+    return {"object_id": ids_k[test_r][:6], "image": x[test_r][:6].numpy(), "true": true[:6], "pred": pred[:6]}
+
+
+def run_baselines(
+    dataset_dir, out_dir=None, *, seed: int = 0, epochs: int = 15, max_objects: int | None = None,
+    progress: bool = True, reuse: bool = True, max_seg_galaxies: int | None = 1500,
+) -> dict:
+    """Train and score the three baselines; results JSON + held-out predictions cached per dataset."""
+    dataset = open_dataset(dataset_dir)
+    out = Path(out_dir) if out_dir is not None else baselines_dir(dataset)
+    settings = {"dataset_hash": dataset.info.get("hash"), "seed": seed, "epochs": epochs, "max_objects": max_objects,
+                "max_seg_galaxies": max_seg_galaxies}
+    res_path = out / "baselines.json"
+    if reuse and res_path.is_file():
+        cached = json.loads(res_path.read_text())
+        if cached.get("settings") == settings and (out / "heldout.parquet").is_file():
+            return cached
+    cat = dataset.catalog.set_index("object_id", drop=False)
+    ids = select_objects(dataset.catalog, max_objects, seed)
+    config = FitConfig(epochs=epochs, batch_size=64, lr=2e-3, seed=seed, progress=progress)
+    t0 = time.time()
+    frames: list[pd.DataFrame] = []
+    methods: dict = {}
+    trees_on_photometry(cat, ids, seed, frames, methods)
+    cnn_on_images(dataset, cat, ids, seed, config, frames, methods)
+    cnn_on_spectra(dataset, cat, ids, seed, config, frames, methods)
+    seg: dict = {}
+    seg_config = FitConfig(epochs=max(1, epochs // 2), batch_size=32, lr=2e-3, seed=seed, progress=progress)
+    examples = unet_on_images(dataset, ids, seed, seg_config, seg, max_seg_galaxies)
+    results = {"settings": settings, "dataset": dataset.name, "methods": methods, "segmentation": seg,
+               "seconds": round(time.time() - t0, 1)}
+    out.mkdir(parents=True, exist_ok=True)
+    if examples is not None:
+        tmp = out / f"segmentation_examples.tmp{os.getpid()}.npz"
+        np.savez_compressed(tmp, **examples)
+        os.replace(tmp, out / "segmentation_examples.npz")
+    if frames:
+        tmp = out / f"heldout.parquet.tmp{os.getpid()}"
+        pd.concat(frames, ignore_index=True).to_parquet(tmp)
+        os.replace(tmp, out / "heldout.parquet")
+    tmp = out / f"baselines.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(results, indent=2, default=float))
+    os.replace(tmp, res_path)
+    return results

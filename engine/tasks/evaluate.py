@@ -1,0 +1,342 @@
+"""``aion-engine evaluate``: one results table (Markdown + JSON) and plots for (dataset, model).
+
+Runs (or reuses) the probes, the from-scratch baselines and the super-resolution scoring on
+the held-out split, then writes under ``docs/results/<dataset>/<model>/``:
+``results.json``, ``results.md`` (probes beside baselines, with plain verdicts where the
+foundation model loses), ``scatter.png`` (predicted vs true), ``confusion.png``,
+``segmentation.png`` (IoU examples) and ``superres.png`` (generated vs true vs baseline).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from engine.data import schema
+from engine.data.store import open_dataset
+from engine.paths import PROJECT_ROOT
+from engine.tasks.baselines import baselines_dir, run_baselines
+from engine.tasks.features import INPUT_COMBOS
+from engine.tasks.probes import (
+    GALAXY_TARGETS,
+    MORPHOLOGY_TARGET,
+    STAR_TARGETS,
+    probes_dir,
+    train_probes,
+)
+from engine.tasks.superres import GenerationConfig, evaluate_superres
+
+RESULTS_ROOT = PROJECT_ROOT / "docs" / "results"
+LABELS = {"truth_z": "redshift z", "truth_log_mstar": "log M* [Msun]", "truth_ssfr": "log sSFR [1/yr]",
+          "truth_teff": "Teff [K]", "truth_logg": "log g", "truth_feh": "[Fe/H]"}
+
+
+def default_out_dir(dataset_name: str, model_id: str) -> Path:
+    return RESULTS_ROOT / dataset_name / model_id
+
+
+def _probe_results(dataset_dir, model_dir, loaded, dataset, *, seed, epochs, max_objects, progress, retrain) -> dict:
+    path = probes_dir(dataset, model_dir) / "probes.json"
+    if not retrain and path.is_file():
+        cached = json.loads(path.read_text())
+        same = (cached.get("model_hash") == loaded.hash and cached.get("seed") == seed and cached.get("epochs") == epochs
+                and cached.get("dataset_hash") == dataset.info.get("hash") and cached.get("max_objects") == max_objects)
+        if same:
+            return cached
+    return train_probes(dataset_dir, model_dir, seed=seed, epochs=epochs, progress=progress, max_objects=max_objects,
+                        loaded=loaded)
+
+
+def collect(probes: dict, baselines: dict, superres: dict | None) -> dict:
+    """One flat structure: per target, method -> score (R^2 or accuracy); segmentation; super-resolution."""
+    props: dict = {}
+    for combo, res in probes.get("combos", {}).items():
+        for target in (*GALAXY_TARGETS, *STAR_TARGETS):
+            if target in res:
+                props.setdefault(target, {})[f"probe: {combo}"] = res[target]
+        if MORPHOLOGY_TARGET in res:
+            props.setdefault(MORPHOLOGY_TARGET, {})[f"probe: {combo}"] = res[MORPHOLOGY_TARGET]
+    for method, res in baselines.get("methods", {}).items():
+        for target, score in res.items():
+            props.setdefault(target, {})[method] = score
+    seg = {}
+    if "segmentation" in probes:
+        seg[f"head on frozen tokens ({probes['segmentation']['combo']})"] = probes["segmentation"]
+    seg.update(baselines.get("segmentation", {}))
+    return {"properties": props, "segmentation": seg, "superres": superres or {}}
+
+
+def _score(target: str, res: dict) -> float:
+    return res.get("accuracy", math.nan) if target == MORPHOLOGY_TARGET else res.get("r2", math.nan)
+
+
+def verdicts(table: dict) -> list[str]:
+    """Plain sentences: for each task, does the best foundation-model probe beat the best baseline?"""
+    lines = []
+    for target, methods in table["properties"].items():
+        probes = {m: _score(target, r) for m, r in methods.items() if m.startswith("probe") and math.isfinite(_score(target, r))}
+        bases = {m: _score(target, r) for m, r in methods.items() if not m.startswith("probe") and math.isfinite(_score(target, r))}
+        if not probes or not bases:
+            continue
+        bp, bb = max(probes, key=probes.get), max(bases, key=bases.get)
+        what = "accuracy" if target == MORPHOLOGY_TARGET else "R²"
+        name = "morphology" if target == MORPHOLOGY_TARGET else LABELS.get(target, target)
+        if probes[bp] >= bases[bb]:
+            lines.append(f"{name}: the foundation model wins ({bp}, {what} {probes[bp]:.3f} vs {bb} {bases[bb]:.3f}).")
+        else:
+            lines.append(f"{name}: **the foundation model loses** — {bb} reaches {what} {bases[bb]:.3f}, "
+                         f"the best probe ({bp}) {probes[bp]:.3f}.")
+    seg = table["segmentation"]
+    head = next((v for k, v in seg.items() if k.startswith("head")), None)
+    unet = seg.get("U-Net (image)")
+    if head and unet:
+        for cls in ("arms", "bar"):
+            h, u = head["iou"].get(cls, math.nan), unet["iou"].get(cls, math.nan)
+            if math.isfinite(h) and math.isfinite(u):
+                word = "wins" if h >= u else "**loses**"
+                lines.append(f"segmentation {cls}: the frozen-token head {word} (IoU {h:.3f} vs U-Net {u:.3f}).")
+    for kind in ("galaxy", "star"):
+        sr = table["superres"].get(kind)
+        if sr:
+            g, b = sr["chi2_generated_median"], sr["chi2_baseline_median"]
+            word = "better" if g < b else "**worse**"
+            lines.append(f"super-resolution ({kind}s, from {sr['input_kind']}): generated spectra are {word} than the "
+                         f"nearest-neighbour baseline (median reduced χ² {g:.2f} vs {b:.2f}).")
+    return lines
+
+
+def _fmt(x) -> str:
+    return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.3f}"
+
+
+def markdown(table: dict, meta: dict) -> str:
+    """The results table as Markdown."""
+    out = [f"# Results: {meta['dataset']} × {meta['model_id']}", "",
+           f"Held-out split: hash of object id, seed {meta['seed']} (20 %). Objects used: {meta['n_objects']} labelled "
+           f"(cap {meta['max_objects']}). Model hash {meta['model_hash']}. Produced by `aion-engine evaluate` in "
+           f"{meta['seconds']:.0f} s on {meta['device']}.", ""]
+    methods = [f"probe: {c}" for c in INPUT_COMBOS] + ["trees (photometry)", "CNN (image)", "1-D CNN (spectrum)"]
+    out += ["## Properties (held-out R²; redshift NMAD in brackets)", "",
+            "| target | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for target in (*GALAXY_TARGETS, *STAR_TARGETS):
+        row = table["properties"].get(target)
+        if not row:
+            continue
+        cells = []
+        for m in methods:
+            r = row.get(m)
+            cell = _fmt(r.get("r2")) if r else "—"
+            if r and "nmad" in r:
+                cell += f" ({r['nmad']:.3f})"
+            cells.append(cell)
+        n = max((r.get("n_test", 0) for r in row.values()), default=0)
+        out.append(f"| {LABELS.get(target, target)} (n={n}) | " + " | ".join(cells) + " |")
+    morph = table["properties"].get(MORPHOLOGY_TARGET)
+    if morph:
+        out += ["", "## Morphology (10 Galaxy10 classes, held-out accuracy)", "", "| method | accuracy | n test |", "|---|---|---|"]
+        for m, r in morph.items():
+            out.append(f"| {m} | {_fmt(r.get('accuracy'))} | {r.get('n_test', '—')} |")
+    if table["segmentation"]:
+        classes = list(schema.SEGMENTATION_CLASSES)
+        out += ["", "## Segmentation (held-out IoU per class, pixels summed over galaxies)", "",
+                "| method | " + " | ".join(classes) + " | n test |", "|---|" + "---|" * (len(classes) + 1)]
+        for m, r in table["segmentation"].items():
+            out.append(f"| {m} | " + " | ".join(_fmt(r["iou"].get(c)) for c in classes) + f" | {r.get('n_test', '—')} |")
+    sr = table["superres"]
+    if any(k in sr for k in ("galaxy", "star")):
+        cfg = sr.get("config", {})
+        out += ["", f"## Spectral super-resolution (held-out; {cfg.get('n_samples')} samples, {cfg.get('steps')} "
+                f"{cfg.get('scheme')} steps, temperature {cfg.get('temperature')})", "",
+                "| objects | input | n | median χ²ᵣ generated | median χ²ᵣ NN baseline | generated better | read-out: generated / baseline / true spectrum |",
+                "|---|---|---|---|---|---|---|"]
+        for kind in ("galaxy", "star"):
+            r = sr.get(kind)
+            if not r:
+                continue
+            if kind == "galaxy":
+                read = (f"z within 0.01(1+z): {_fmt(r.get('z_generated_within_0.01'))} / {_fmt(r.get('z_baseline_within_0.01'))}"
+                        f" / {_fmt(r.get('z_true_spectrum_within_0.01'))}")
+            else:
+                read = (f"Teff MAE [K]: {_fmt(r.get('teff_generated_mae'))} / {_fmt(r.get('teff_baseline_mae'))} / "
+                        f"{_fmt(r.get('teff_true_spectrum_mae'))}; [Fe/H] MAE: {_fmt(r.get('feh_generated_mae'))} / "
+                        f"{_fmt(r.get('feh_baseline_mae'))} / {_fmt(r.get('feh_true_spectrum_mae'))}")
+            out.append(f"| {kind}s | {r['input_kind']} | {r['n']} | {_fmt(r['chi2_generated_median'])} | "
+                       f"{_fmt(r['chi2_baseline_median'])} | {_fmt(r['generated_better_fraction'])} | {read} |")
+    out += ["", "## Verdicts", ""] + [f"- {v}" for v in verdicts(table)] + [""]
+    return "\n".join(out)
+
+
+# --- plots ------------------------------------------------------------------------------
+
+
+def _plots(out: Path, dataset, probes_folder: Path, base_folder: Path, sr_examples: dict | None) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from engine.tasks import arrays
+
+    made = []
+    frames = []
+    if (probes_folder / "heldout.parquet").is_file():
+        p = pd.read_parquet(probes_folder / "heldout.parquet")
+        frames.append(p.assign(method="probe: " + p["combo"]))
+    if (base_folder / "heldout.parquet").is_file():
+        frames.append(pd.read_parquet(base_folder / "heldout.parquet"))
+    held = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    targets = [t for t in (*GALAXY_TARGETS, *STAR_TARGETS) if len(held) and (held["target"] == t).any()]
+    if targets:
+        fig, axes = plt.subplots(1, len(targets), figsize=(3.3 * len(targets), 3.4), squeeze=False)
+        for ax, t in zip(axes[0], targets, strict=True):
+            sub = held[held["target"] == t]
+            for method, color in ((f"probe: {list(INPUT_COMBOS)[-1]}", "C0"), ("trees (photometry)", "C1")):
+                s = sub[sub["method"] == method]
+                if len(s):
+                    ax.scatter(s["true"], s["pred"], s=5, alpha=0.6, color=color, label=method)
+            lo, hi = np.nanpercentile(sub["true"], [1, 99])
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+            ax.set_xlabel(f"true {LABELS.get(t, t)}")
+            ax.set_ylabel("predicted")
+        axes[0][0].legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(out / "scatter.png", dpi=110)
+        plt.close(fig)
+        made.append("scatter.png")
+    combo = list(INPUT_COMBOS)[-1]
+    probes_json = probes_folder / "probes.json"
+    if probes_json.is_file():
+        res = json.loads(probes_json.read_text()).get("combos", {})
+        cm = None
+        for c in (combo, *reversed(list(INPUT_COMBOS))):
+            if MORPHOLOGY_TARGET in res.get(c, {}):
+                cm, combo = np.array(res[c][MORPHOLOGY_TARGET]["confusion"]), c
+                break
+        if cm is not None:
+            fig, ax = plt.subplots(figsize=(6, 5.2))
+            norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+            ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+            names = [n[:14] for n in schema.MORPHOLOGY_CLASSES]
+            ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+            ax.set_yticks(range(len(names)), names, fontsize=7)
+            for i in range(len(names)):
+                for j in range(len(names)):
+                    if cm[i, j]:
+                        ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6)
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("true")
+            ax.set_title(f"morphology probe ({combo})", fontsize=9)
+            fig.tight_layout()
+            fig.savefig(out / "confusion.png", dpi=110)
+            plt.close(fig)
+            made.append("confusion.png")
+    seg_head, seg_unet = probes_folder / "segmentation_examples.npz", base_folder / "segmentation_examples.npz"
+    if seg_head.is_file():
+        h = np.load(seg_head)
+        u = np.load(seg_unet) if seg_unet.is_file() else None
+        ids = h["object_id"][:4]
+        img = arrays.images(dataset, ids)
+        cls = [list(schema.SEGMENTATION_CLASSES).index(c) for c in ("disk", "bar", "arms")]
+        cols = 3 if u is None else 4
+        fig, axes = plt.subplots(len(ids), cols, figsize=(2.2 * cols, 2.2 * len(ids)), squeeze=False)
+        for r, oid in enumerate(ids):
+            axes[r][0].imshow(img[r, 1], cmap="gray")
+            axes[r][0].set_title(f"{oid}", fontsize=7)
+            for k, (name, masks) in enumerate((("truth", h["true"][r]), ("frozen-token head", h["pred"][r]))):
+                axes[r][k + 1].imshow(_rgb_masks(masks, cls))
+                axes[r][k + 1].set_title(name, fontsize=7)
+            if u is not None:
+                match = np.flatnonzero(u["object_id"] == oid)
+                if len(match):
+                    axes[r][3].imshow(_rgb_masks(u["pred"][match[0]], cls))
+                axes[r][3].set_title("U-Net", fontsize=7)
+        for ax in axes.flat:
+            ax.axis("off")
+        fig.suptitle("red: disk, green: bar, blue: arms", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "segmentation.png", dpi=110)
+        plt.close(fig)
+        made.append("segmentation.png")
+    if sr_examples:
+        lam = sr_examples["wavelength"]
+        rows = [(k, i) for k in ("galaxy", "star") if f"{k}_true" in sr_examples for i in range(len(sr_examples[f"{k}_true"]))]
+        if rows:
+            fig, axes = plt.subplots(len(rows), 1, figsize=(9, 2.2 * len(rows)), squeeze=False)
+            for ax, (k, i) in zip(axes[:, 0], rows, strict=True):
+                true = np.where(sr_examples[f"{k}_ivar"][i] > 0, sr_examples[f"{k}_true"][i], np.nan)
+                ax.plot(lam, true, color="0.6", lw=0.5, label="true")
+                ax.plot(lam, sr_examples[f"{k}_baseline"][i], color="C1", lw=0.6, alpha=0.8, label="NN baseline")
+                m, s = sr_examples[f"{k}_mean"][i], sr_examples[f"{k}_std"][i]
+                ax.plot(lam, m, color="C0", lw=0.7, label="generated mean")
+                ax.fill_between(lam, m - s, m + s, color="C0", alpha=0.25, lw=0)
+                ax.set_title(f"{k} {sr_examples[f'{k}_object_id'][i]}", fontsize=8)
+                lo, hi = np.nanpercentile(true, [1, 99.5])
+                ax.set_ylim(lo - 0.2 * abs(hi - lo), hi + 0.2 * abs(hi - lo))
+            axes[0, 0].legend(fontsize=7, ncol=3)
+            axes[-1, 0].set_xlabel("wavelength [Å]")
+            fig.tight_layout()
+            fig.savefig(out / "superres.png", dpi=110)
+            plt.close(fig)
+            made.append("superres.png")
+    return made
+
+
+def _rgb_masks(masks: np.ndarray, channels: list[int]) -> np.ndarray:
+    return np.stack([masks[c].astype(float) for c in channels], axis=-1)
+
+
+# --- entry point ------------------------------------------------------------------------
+
+
+def evaluate(
+    dataset_dir, model_dir, out_dir=None, *, seed: int = 0, epochs: int = 30, baseline_epochs: int = 15,
+    max_objects: int | None = 3000, superres_per_kind: int = 40, superres: GenerationConfig = GenerationConfig(),
+    progress: bool = True, retrain: bool = False,
+) -> dict:
+    """Produce the results table and plots; returns the results dict (also written as JSON)."""
+    from engine.model.fast import enable_fast_attention
+    from engine.model.loading import load_model
+
+    t0 = time.time()
+    dataset = open_dataset(dataset_dir)
+    loaded = load_model(model_dir)
+    enable_fast_attention(loaded.model)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(dataset.name, loaded.model_id)
+    out.mkdir(parents=True, exist_ok=True)
+    probes = _probe_results(dataset_dir, model_dir, loaded, dataset, seed=seed, epochs=epochs, max_objects=max_objects,
+                            progress=progress, retrain=retrain)
+    baselines = run_baselines(dataset_dir, seed=seed, epochs=baseline_epochs, max_objects=max_objects, progress=progress)
+    sr, sr_examples = evaluate_superres(loaded, dataset, seed=seed, config=superres, max_per_kind=superres_per_kind,
+                                       progress=progress)
+    table = collect(probes, baselines, sr)
+    meta = {"dataset": dataset.name, "dataset_hash": dataset.info.get("hash"), "model_id": loaded.model_id,
+            "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "baseline_epochs": baseline_epochs,
+            "max_objects": max_objects, "n_objects": probes.get("n_objects"), "device": "CPU",
+            "seconds": time.time() - t0}
+    results = {"meta": meta, **table, "verdicts": verdicts(table)}
+    results["plots"] = _plots(out, dataset, probes_dir(dataset, model_dir), baselines_dir(dataset), sr_examples)
+    meta["seconds"] = time.time() - t0
+    _write(out / "results.json", json.dumps(results, indent=2, default=_jsonable))
+    _write(out / "results.md", markdown(table, meta))
+    results["out_dir"] = str(out)
+    return results
+
+
+def _jsonable(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

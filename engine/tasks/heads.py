@@ -1,0 +1,109 @@
+"""Small heads trained on the frozen encoder's token embeddings (the AION-1 probing recipe).
+
+Properties use *attentive pooling* (one learned query per target attends over the tokens)
+followed by a 2-layer MLP: the paper found mean pooling far worse once spectrum tokens are
+in the input, because a few tokens carry the signal. Morphology uses masked mean pooling +
+an MLP, as in the paper. Every head takes ``tokens`` (B, T, D) and ``mask`` (B, T) with
+True = absent token (the convention of the ``aion`` encoder masks).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over present tokens; an object with no token gets zeros instead of NaN."""
+    keep = (~mask).unsqueeze(-1).to(tokens.dtype)
+    return (tokens * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+
+
+class AttentivePooling(nn.Module):
+    """``n_queries`` learned queries, each with ``num_heads`` softmax distributions over the tokens.
+
+    Multi-head attention pooling with the key projection folded into the query (q . W_k x =
+    (W_k^T q) . x) and the value projection applied after pooling (pooling is linear): the
+    same function class as ``nn.MultiheadAttention`` with a learned query, but per token it
+    costs a D x (heads*queries) product instead of two D x D projections - ~10x cheaper on
+    860-token inputs, which is what makes probe training take seconds on a CPU.
+    """
+
+    def __init__(self, dim: int, n_queries: int = 1, num_heads: int = 4):
+        super().__init__()
+        self.n_queries, self.num_heads = n_queries, num_heads
+        self.norm = nn.LayerNorm(dim)
+        self.score = nn.Linear(dim, n_queries * num_heads)
+        self.value = nn.Linear(num_heads * dim, dim)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = tokens
+        logits = self.score(self.norm(x))  # (B, T, Q*H); values pool the raw tokens
+        mask = mask.clone()
+        mask[mask.all(1), 0] = False  # an object with no token pools a zero vector, not NaN
+        logits = logits.masked_fill(mask[..., None], float("-inf"))
+        weights = logits.softmax(dim=1)
+        pooled = torch.einsum("bth,btd->bhd", weights, x)  # (B, Q*H, D)
+        b, _, d = pooled.shape
+        return self.value(pooled.reshape(b, self.n_queries, self.num_heads * d))  # (B, Q, D)
+
+
+def mlp(dim_in: int, hidden: int, dim_out: int, dropout: float = 0.1) -> nn.Sequential:
+    """The 2-layer MLP of the paper's probes."""
+    return nn.Sequential(nn.Linear(dim_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim_out))
+
+
+class PropertyProbe(nn.Module):
+    """One attentive-pooling query + 2-layer MLP per target: independent regressors trained together."""
+
+    def __init__(self, dim: int, n_targets: int, hidden: int = 256, num_heads: int = 4):
+        super().__init__()
+        self.pool = AttentivePooling(dim, n_targets, num_heads)
+        self.heads = nn.ModuleList(mlp(dim, hidden, 1) for _ in range(n_targets))
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        pooled = self.pool(tokens, mask)
+        return torch.cat([head(pooled[:, i]) for i, head in enumerate(self.heads)], dim=1)  # (B, n_targets)
+
+
+class MorphologyProbe(nn.Module):
+    """Masked mean pooling + 2-layer MLP over the morphology classes (logits)."""
+
+    def __init__(self, dim: int, n_classes: int, hidden: int = 256):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.head = mlp(dim, hidden, n_classes)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(masked_mean(tokens, mask)))
+
+
+class SegmentationHead(nn.Module):
+    """Frozen image tokens on their 24x24 grid -> conv upsampler -> per-class logits at 96x96.
+
+    Two x2 upsampling stages (24 -> 48 -> 96), each a 3x3 conv + GELU, as the paper's
+    "conv upsampler" on the encoder's image tokens.
+    """
+
+    def __init__(self, dim: int, n_classes: int, grid: int = 24, width: int = 64):
+        super().__init__()
+        self.grid = grid
+        self.proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, width))
+        self.body = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.GELU(),
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Conv2d(width, width // 2, 3, padding=1),
+            nn.GELU(),
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Conv2d(width // 2, width // 2, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(width // 2, n_classes, 1),
+        )
+
+    def forward(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        b, t, _ = image_tokens.shape
+        if t != self.grid * self.grid:
+            raise ValueError(f"expected {self.grid * self.grid} image tokens, got {t}")
+        x = self.proj(image_tokens).transpose(1, 2).reshape(b, -1, self.grid, self.grid)
+        return self.body(x)  # (B, n_classes, 4*grid, 4*grid)

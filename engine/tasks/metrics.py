@@ -1,0 +1,61 @@
+"""Scores used in the results table, each a plain function of arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def r2_score(true: np.ndarray, pred: np.ndarray) -> float:
+    """Coefficient of determination over finite pairs (NaN if fewer than 2 or no variance)."""
+    true, pred = np.asarray(true, float), np.asarray(pred, float)
+    ok = np.isfinite(true) & np.isfinite(pred)
+    if ok.sum() < 2:
+        return float("nan")
+    t, p = true[ok], pred[ok]
+    ss_tot = float(((t - t.mean()) ** 2).sum())
+    if ss_tot == 0:
+        return float("nan")
+    return 1.0 - float(((t - p) ** 2).sum()) / ss_tot
+
+
+def rmse(true: np.ndarray, pred: np.ndarray) -> float:
+    true, pred = np.asarray(true, float), np.asarray(pred, float)
+    ok = np.isfinite(true) & np.isfinite(pred)
+    return float(np.sqrt(np.mean((true[ok] - pred[ok]) ** 2))) if ok.any() else float("nan")
+
+
+def nmad_dz(z_true: np.ndarray, z_pred: np.ndarray) -> float:
+    """Photometric-redshift scatter: 1.4826 * median |dz - median dz| with dz = (zp - zt) / (1 + zt)."""
+    zt, zp = np.asarray(z_true, float), np.asarray(z_pred, float)
+    ok = np.isfinite(zt) & np.isfinite(zp)
+    if not ok.any():
+        return float("nan")
+    dz = (zp[ok] - zt[ok]) / (1 + zt[ok])
+    return float(1.4826 * np.median(np.abs(dz - np.median(dz))))
+
+
+def accuracy(true: np.ndarray, pred: np.ndarray) -> float:
+    true, pred = np.asarray(true), np.asarray(pred)
+    return float((true == pred).mean()) if len(true) else float("nan")
+
+
+def confusion_matrix(true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts, rows = true class, columns = predicted class."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(true, int), np.asarray(pred, int)), 1)
+    return cm
+
+
+def iou(true_masks: np.ndarray, pred_masks: np.ndarray) -> float:
+    """Dataset-level IoU: intersection and union summed over all pixels of all objects."""
+    t, p = np.asarray(true_masks, bool), np.asarray(pred_masks, bool)
+    union = np.logical_or(t, p).sum()
+    return float(np.logical_and(t, p).sum() / union) if union else float("nan")
+
+
+def reduced_chi2(model_flux: np.ndarray, flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+    """Per-object chi^2 / (valid pixels) of a model spectrum against an observed one (ivar = 0: ignored)."""
+    model_flux, flux, ivar = (np.asarray(a, float) for a in (model_flux, flux, ivar))
+    ok = (ivar > 0) & np.isfinite(model_flux) & np.isfinite(flux)
+    chi2 = np.where(ok, (model_flux - flux) ** 2 * ivar, 0.0).sum(-1)
+    return chi2 / np.maximum(ok.sum(-1), 1)

@@ -1,0 +1,325 @@
+"""Property and morphology probes on the frozen encoder (``aion-engine train probes``).
+
+Recipe (AION-1 paper): for each input combination (photometry; + image; + spectrum) the
+frozen encoder's token embeddings are computed once and cached (:mod:`engine.tasks.features`);
+then small heads train in seconds:
+
+* galaxies: redshift, log stellar mass, sSFR — attentive pooling + 2-layer MLP per target;
+* stars: Teff, log g, [Fe/H] — the same;
+* morphology over the 10 Galaxy10 classes — masked mean pooling + 2-layer MLP.
+
+Train and held-out objects come from :mod:`engine.tasks.splits` (hash of object id and seed);
+a further 10 % of train is a validation set that picks the best epoch. Heads are saved as
+safetensors + JSON under ``<results_dir>/probes/heads/<combo>/``; metrics go to
+``probes.json`` and held-out predictions to ``heldout.parquet`` (for the evaluation plots).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from engine.data import schema
+from engine.data.store import open_dataset
+from engine.errors import DatasetError
+from engine.paths import results_dir
+from engine.tasks import arrays, metrics, segmentation
+from engine.tasks.features import INPUT_COMBOS, TokenCache, build_token_cache, combo_keys
+from engine.tasks.fitting import FitConfig, fit, load_head, masked_mse, predict, save_head
+from engine.tasks.heads import MorphologyProbe, PropertyProbe, SegmentationHead
+from engine.tasks.splits import is_held_out, unit_hash, validation_ids
+
+GALAXY_TARGETS: tuple[str, ...] = ("truth_z", "truth_log_mstar", "truth_ssfr")
+STAR_TARGETS: tuple[str, ...] = ("truth_teff", "truth_logg", "truth_feh")
+MORPHOLOGY_TARGET = "truth_morphology"
+#: probe group -> (object kind, targets)
+PROPERTY_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "galaxy": ("galaxy", GALAXY_TARGETS),
+    "star": ("star", STAR_TARGETS),
+}
+BEST_COMBO = "photometry+image+spectrum"
+#: the segmentation head reads the image tokens of this combination's encoder pass
+SEGMENTATION_COMBO = "photometry+image"
+DEFAULT_EPOCHS = 30
+
+
+def probes_dir(dataset, model) -> Path:
+    """``<results_dir>/probes``: token caches, heads, metrics."""
+    return results_dir(dataset.name, model) / "probes"
+
+
+def select_objects(catalog: pd.DataFrame, max_objects: int | None, seed: int = 0) -> np.ndarray:
+    """Galaxies and stars with any truth label; a deterministic hash-ordered subset if capped."""
+    kinds = catalog["kind"].astype(str).to_numpy()
+    truth_cols = [c for c in (*GALAXY_TARGETS, *STAR_TARGETS) if c in catalog.columns]
+    if not truth_cols:
+        raise DatasetError(f"catalog has none of the truth columns {list(GALAXY_TARGETS + STAR_TARGETS)}; probes need labels")
+    labelled = np.isfinite(catalog[truth_cols].to_numpy(dtype=float)).any(axis=1)
+    ids = catalog["object_id"].to_numpy()[np.isin(kinds, ("galaxy", "star")) & labelled]
+    if max_objects is not None and len(ids) > max_objects:
+        ids = ids[np.argsort(unit_hash(ids, seed + 1), kind="stable")[:max_objects]]
+        ids.sort()
+    return ids
+
+
+def _tensor(cache: TokenCache, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    order = np.argsort(rows)
+    emb = np.empty((len(rows), *cache.embeddings.shape[1:]), dtype=np.float16)
+    emb[order] = cache.embeddings[rows[order]]
+    msk = np.asarray(cache.mask[rows])
+    return torch.from_numpy(emb), torch.from_numpy(msk)
+
+
+def _labels(catalog: pd.DataFrame, ids: np.ndarray, columns) -> np.ndarray:
+    rows = catalog.set_index("object_id").loc[ids]
+    return np.stack([rows[c].to_numpy(dtype=np.float64) if c in rows.columns else np.full(len(ids), np.nan) for c in columns], 1)
+
+
+def _fit_property_group(cache, catalog, ids, kind, targets, seed, config, desc):
+    """Train one PropertyProbe for ``targets`` on objects of ``kind``; return (module, meta, heldout frame)."""
+    kinds = catalog.set_index("object_id").loc[ids, "kind"].astype(str).to_numpy()
+    y = _labels(catalog, ids, targets)
+    use = (kinds == kind) & np.isfinite(y).any(axis=1)
+    ids_k, y = ids[use], y[use]
+    held = is_held_out(ids_k, seed)
+    train_ids = ids_k[~held]
+    fit_ids, val_ids = validation_ids(train_ids, seed)
+    if len(fit_ids) < 4 or held.sum() < 2:
+        return None
+    pos = {int(i): r for r, i in enumerate(ids_k)}
+    fit_r = np.array([pos[int(i)] for i in fit_ids])
+    val_r = np.array([pos[int(i)] for i in val_ids], dtype=np.int64)
+    test_r = np.flatnonzero(held)
+    mean = np.nanmean(y[fit_r], axis=0)
+    std = np.nanstd(y[fit_r], axis=0)
+    std = np.where(std > 0, std, 1.0)
+    yz = torch.from_numpy(((y - mean) / std).astype(np.float32))
+    cache_rows = cache.rows(ids_k)
+    tok, msk = _tensor(cache, cache_rows)
+    module = PropertyProbe(tok.shape[-1], len(targets))
+    history = fit(module, (tok[fit_r], msk[fit_r]), yz[fit_r], (tok[val_r], msk[val_r]), yz[val_r],
+                  masked_mse, config, desc=desc)
+    pred = predict(module, (tok[test_r], msk[test_r])).numpy() * std + mean
+    true = y[test_r]
+    scores = {}
+    frames = []
+    for j, t in enumerate(targets):
+        scores[t] = {"r2": metrics.r2_score(true[:, j], pred[:, j]), "rmse": metrics.rmse(true[:, j], pred[:, j]),
+                     "n_train": int(np.isfinite(y[fit_r, j]).sum()), "n_test": int(np.isfinite(true[:, j]).sum())}
+        if t == "truth_z":
+            scores[t]["nmad"] = metrics.nmad_dz(true[:, j], pred[:, j])
+        frames.append(pd.DataFrame({"object_id": ids_k[test_r], "target": t, "true": true[:, j], "pred": pred[:, j]}))
+    meta = {"head": "property", "kind": kind, "targets": list(targets), "dim": int(tok.shape[-1]), "n_targets": len(targets),
+            "hidden": 256, "num_heads": 4, "mean": mean.tolist(), "std": std.tolist(), "keys": list(cache.layout.keys),
+            "metrics": scores, "best_epoch": history["best_epoch"], "seed": seed}
+    return module, meta, pd.concat(frames, ignore_index=True)
+
+
+def _fit_morphology(cache, catalog, ids, seed, config, desc):
+    if MORPHOLOGY_TARGET not in catalog.columns:
+        return None
+    label = _labels(catalog, ids, [MORPHOLOGY_TARGET])[:, 0]
+    use = np.isfinite(label) & (label >= 0)
+    ids_k, y = ids[use], label[use].astype(np.int64)
+    held = is_held_out(ids_k, seed)
+    fit_ids, val_ids = validation_ids(ids_k[~held], seed)
+    if len(fit_ids) < 4 or held.sum() < 2:
+        return None
+    pos = {int(i): r for r, i in enumerate(ids_k)}
+    fit_r = np.array([pos[int(i)] for i in fit_ids])
+    val_r = np.array([pos[int(i)] for i in val_ids], dtype=np.int64)
+    test_r = np.flatnonzero(held)
+    tok, msk = _tensor(cache, cache.rows(ids_k))
+    n_classes = len(schema.MORPHOLOGY_CLASSES)
+    module = MorphologyProbe(tok.shape[-1], n_classes)
+    yt = torch.from_numpy(y)
+    history = fit(module, (tok[fit_r], msk[fit_r]), yt[fit_r], (tok[val_r], msk[val_r]), yt[val_r],
+                  nn.functional.cross_entropy, config, desc=desc)
+    prob = predict(module, (tok[test_r], msk[test_r])).softmax(-1).numpy()
+    pred = prob.argmax(1)
+    cm = metrics.confusion_matrix(y[test_r], pred, n_classes)
+    scores = {"accuracy": metrics.accuracy(y[test_r], pred), "n_train": len(fit_r), "n_test": len(test_r),
+              "confusion": cm.tolist()}
+    meta = {"head": "morphology", "dim": int(tok.shape[-1]), "n_classes": n_classes, "hidden": 256,
+            "classes": list(schema.MORPHOLOGY_CLASSES), "keys": list(cache.layout.keys), "metrics": scores,
+            "best_epoch": history["best_epoch"], "seed": seed}
+    frame = pd.DataFrame({"object_id": ids_k[test_r], "target": MORPHOLOGY_TARGET, "true": y[test_r].astype(float),
+                          "pred": pred.astype(float)})
+    return module, meta, frame
+
+
+def segmentation_ids(dataset, ids: np.ndarray) -> np.ndarray:
+    """Galaxies among ``ids`` that have a segmentation map."""
+    cat = dataset.catalog.set_index("object_id").loc[ids]
+    flag = schema.source("segmap").flag
+    if flag not in cat.columns or not dataset.has_source("segmap"):
+        return ids[:0]
+    return ids[(cat["kind"].astype(str).to_numpy() == "galaxy") & cat[flag].to_numpy(bool)]
+
+
+def _fit_segmentation(cache, dataset, ids, seed, config, desc, max_galaxies: int | None):
+    if "tok_image" not in cache.layout.keys:
+        return None
+    ids_k = segmentation_ids(dataset, ids)
+    if max_galaxies is not None and len(ids_k) > max_galaxies:
+        ids_k = np.sort(ids_k[np.argsort(unit_hash(ids_k, seed + 2))[:max_galaxies]])
+    held = is_held_out(ids_k, seed)
+    fit_ids, val_ids = validation_ids(ids_k[~held], seed)
+    if len(fit_ids) < 4 or held.sum() < 2:
+        return None
+    pos = {int(i): r for r, i in enumerate(ids_k)}
+    fit_r = np.array([pos[int(i)] for i in fit_ids])
+    val_r = np.array([pos[int(i)] for i in val_ids], dtype=np.int64)
+    test_r = np.flatnonzero(held)
+    tok, _ = _tensor(cache, cache.rows(ids_k))
+    tok = tok[:, cache.layout.slice_of("tok_image")].contiguous()
+    masks = torch.from_numpy(arrays.segmaps(dataset, ids_k))
+    head = SegmentationHead(tok.shape[-1], len(segmentation.CLASSES))
+    history = fit(head, (tok[fit_r],), masks[fit_r], (tok[val_r],), masks[val_r], segmentation.seg_loss, config, desc)
+    pred = segmentation.predict_masks(head, (tok[test_r],))
+    true = masks[test_r].numpy()
+    scores = {"iou": segmentation.iou_per_class(true, pred), "n_train": len(fit_r), "n_test": len(test_r)}
+    meta = {"head": "segmentation", "dim": int(tok.shape[-1]), "classes": list(segmentation.CLASSES),
+            "keys": list(cache.layout.keys), "metrics": scores, "best_epoch": history["best_epoch"], "seed": seed}
+    examples = {"object_id": ids_k[test_r][:6], "true": true[:6], "pred": pred[:6]}
+    return head, meta, examples
+
+
+def build_head(meta: dict) -> nn.Module:
+    """Rebuild a saved head from its JSON config (used by :func:`engine.tasks.fitting.load_head`)."""
+    if meta["head"] == "property":
+        return PropertyProbe(meta["dim"], meta["n_targets"], meta["hidden"], meta["num_heads"])
+    if meta["head"] == "morphology":
+        return MorphologyProbe(meta["dim"], meta["n_classes"], meta["hidden"])
+    if meta["head"] == "segmentation":
+        return SegmentationHead(meta["dim"], len(meta["classes"]))
+    raise ValueError(f"unknown head type {meta['head']!r}; accepted: property, morphology, segmentation")
+
+
+def head_stem(out_dir: Path, combo: str, name: str) -> Path:
+    return Path(out_dir) / "heads" / combo / name
+
+
+def train_probes(
+    dataset_dir,
+    model_dir,
+    out_dir=None,
+    *,
+    seed: int = 0,
+    epochs: int = DEFAULT_EPOCHS,
+    progress: bool = True,
+    max_objects: int | None = None,
+    combos: tuple[str, ...] | None = None,
+    batch_size: int = 64,
+    max_seg_galaxies: int | None = 1500,
+    loaded=None,
+) -> dict:
+    """Cache frozen-encoder tokens per input combination, train every probe, save heads + metrics.
+
+    Returns the metrics dict also written to ``<out_dir>/probes.json`` (out_dir defaults to
+    ``<results_dir(dataset, model)>/probes``). ``max_objects`` caps the labelled objects used
+    (a deterministic subset), which bounds the one-off encoding cost on a CPU.
+    """
+    from engine.model.loading import load_model
+
+    dataset = open_dataset(dataset_dir)
+    loaded = loaded if loaded is not None else load_model(model_dir)
+    out = Path(out_dir) if out_dir is not None else probes_dir(dataset, model_dir)
+    catalog = dataset.catalog
+    ids = select_objects(catalog, max_objects, seed)
+    if len(ids) == 0:
+        raise DatasetError(f"{dataset.root}: no labelled galaxies or stars to train probes on")
+    config = FitConfig(epochs=epochs, batch_size=batch_size, lr=2e-3, seed=seed, progress=progress)
+    seg_config = FitConfig(epochs=max(1, epochs // 2), batch_size=32, lr=2e-3, seed=seed, progress=progress)
+    t0 = time.time()
+    results: dict = {"dataset": dataset.name, "dataset_hash": dataset.info.get("hash"), "model_id": loaded.model_id,
+                     "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "max_objects": max_objects,
+                     "n_objects": int(len(ids)), "combos": {}}
+    heldout_frames = []
+    for combo in combos or tuple(INPUT_COMBOS):
+        keys = combo_keys(combo, loaded.token_keys)
+        cache = build_token_cache(loaded, dataset, ids, keys, out / "tokens" / combo, progress=progress)
+        combo_res: dict = {"keys": list(keys)}
+        for group, (kind, targets) in PROPERTY_GROUPS.items():
+            fitted = _fit_property_group(cache, catalog, ids, kind, targets, seed, config, f"{combo} {group}")
+            if fitted is None:
+                continue
+            module, meta, frame = fitted
+            meta["combo"] = combo
+            meta["model_hash"] = loaded.hash
+            save_head(head_stem(out, combo, group), module, meta)
+            combo_res.update(meta["metrics"])
+            heldout_frames.append(frame.assign(combo=combo))
+        fitted = _fit_morphology(cache, catalog, ids, seed, config, f"{combo} morphology")
+        if fitted is not None:
+            module, meta, frame = fitted
+            meta["combo"] = combo
+            meta["model_hash"] = loaded.hash
+            save_head(head_stem(out, combo, "morphology"), module, meta)
+            combo_res[MORPHOLOGY_TARGET] = meta["metrics"]
+            heldout_frames.append(frame.assign(combo=combo))
+        if combo == SEGMENTATION_COMBO:
+            fitted = _fit_segmentation(cache, dataset, ids, seed, seg_config, f"{combo} segmentation", max_seg_galaxies)
+            if fitted is not None:
+                module, meta, examples = fitted
+                meta["combo"] = combo
+                meta["model_hash"] = loaded.hash
+                save_head(head_stem(out, combo, "segmentation"), module, meta)
+                results["segmentation"] = {"combo": combo, **meta["metrics"]}
+                out.mkdir(parents=True, exist_ok=True)
+                tmp = out / f"segmentation_examples.tmp{os.getpid()}.npz"
+                np.savez_compressed(tmp, **examples)
+                os.replace(tmp, out / "segmentation_examples.npz")
+        results["combos"][combo] = combo_res
+    results["seconds"] = round(time.time() - t0, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / "probes.json", json.dumps(results, indent=2, default=float))
+    if heldout_frames:
+        tmp = out / f"heldout.parquet.tmp{os.getpid()}"
+        pd.concat(heldout_frames, ignore_index=True).to_parquet(tmp)
+        os.replace(tmp, out / "heldout.parquet")
+    return results
+
+
+def load_heads(out_dir: Path, combo: str = BEST_COMBO) -> dict[str, tuple[nn.Module, dict]]:
+    """The trained heads of one combination: ``{"galaxy"|"star"|"morphology": (module, meta)}``."""
+    heads = {}
+    for name in ("galaxy", "star", "morphology", "segmentation"):
+        stem = head_stem(out_dir, combo, name)
+        if stem.with_suffix(".json").is_file():
+            heads[name] = load_head(stem, build_head)
+    return heads
+
+
+@torch.inference_mode()
+def apply_heads(heads: dict, tokens: torch.Tensor, mask: torch.Tensor, kinds: np.ndarray) -> pd.DataFrame:
+    """Per-object predictions from cached/live tokens: ``pred_<target>`` columns, NaN where not applicable."""
+    n = len(kinds)
+    cols: dict[str, np.ndarray] = {}
+    for module, meta in heads.values():
+        if meta["head"] == "segmentation":
+            continue
+        if meta["head"] == "property":
+            out = module(tokens.float(), mask).numpy() * np.array(meta["std"]) + np.array(meta["mean"])
+            use = kinds == meta["kind"]
+            for j, t in enumerate(meta["targets"]):
+                cols["pred_" + t.removeprefix("truth_")] = np.where(use, out[:, j], np.nan)
+        elif meta["head"] == "morphology":
+            prob = module(tokens.float(), mask).softmax(-1).numpy()
+            gal = kinds == "galaxy"
+            cols["pred_morphology"] = np.where(gal, prob.argmax(1), -1).astype(np.int64)
+            cols["pred_morphology_prob"] = np.where(gal, prob.max(1), np.nan)
+    return pd.DataFrame(cols, index=range(n))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,171 @@
+"""End to end on the 64-object mock with a tiny random-weight model: probes, baselines,
+segmentation, cached predictions, the Predictor and the predict/evaluate commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.data import schema
+from engine.errors import UnknownObjectError
+
+
+@pytest.fixture(scope="module")
+def results_root(tmp_path_factory):
+    import engine.paths
+
+    root = tmp_path_factory.mktemp("results") / "indexes"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine.paths, "INDEX_ROOT", root)
+        yield root
+
+
+@pytest.fixture(scope="module")
+def trained(results_root, tiny_mock, task_model_dir):
+    from engine.tasks.probes import train_probes
+
+    return train_probes(tiny_mock, task_model_dir, epochs=2, progress=False)
+
+
+def test_train_probes_writes_heads_metrics_and_caches(trained, results_root, tiny_mock, task_model_dir):
+    from engine.data import open_dataset
+    from engine.tasks.features import open_token_cache
+    from engine.tasks.probes import load_heads, probes_dir
+
+    assert set(trained["combos"]) == {"photometry", "photometry+image", "photometry+image+spectrum"}
+    for combo, res in trained["combos"].items():
+        for target in ("truth_z", "truth_log_mstar", "truth_ssfr"):
+            assert np.isfinite(res[target]["r2"]) and res[target]["n_test"] > 0, (combo, target)
+        assert 0.0 <= res["truth_morphology"]["accuracy"] <= 1.0
+        assert np.array(res["truth_morphology"]["confusion"]).shape == (10, 10)
+    seg = trained["segmentation"]
+    assert set(seg["iou"]) == set(schema.SEGMENTATION_CLASSES) and seg["n_test"] > 0
+    pdir = probes_dir(open_dataset(tiny_mock), task_model_dir)
+    assert pdir.is_relative_to(results_root)
+    saved = json.loads((pdir / "probes.json").read_text())
+    assert saved["model_hash"] == trained["model_hash"]
+    heads = load_heads(pdir, "photometry+image")
+    assert {"galaxy", "morphology", "segmentation"} <= set(heads)
+    cache = open_token_cache(pdir / "tokens" / "photometry+image+spectrum")
+    assert cache.embeddings.dtype == np.float16 and cache.embeddings.shape[1] == cache.layout.total
+    # objects without a DESI spectrum have its tokens masked, those with one do not
+    sl = cache.layout.slice_of("tok_spectrum_desi")
+    cat = open_dataset(tiny_mock).catalog.set_index("object_id").loc[cache.object_ids]
+    np.testing.assert_array_equal(~cache.mask[:, sl].all(1), cat["has_spectrum_desi"].to_numpy(bool))
+    held = pd.read_parquet(pdir / "heldout.parquet")
+    assert {"object_id", "target", "true", "pred", "combo"} <= set(held.columns)
+
+
+def test_token_cache_resumes_after_a_crash(tmp_path, tiny_mock, task_model_dir, monkeypatch):
+    from engine.data import open_dataset
+    from engine.model.loading import load_model
+    from engine.tasks import features
+
+    loaded, ds = load_model(task_model_dir), open_dataset(tiny_mock)
+    ids = ds.ids[:10]
+    keys = features.combo_keys("photometry+image", loaded.token_keys)
+    clean = features.build_token_cache(loaded, ds, ids, keys, tmp_path / "clean", batch_size=4, progress=False)
+    real = features.embed_objects_canonical
+    calls = {"n": 0}
+
+    def crash_on_second_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features, "embed_objects_canonical", crash_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        features.build_token_cache(loaded, ds, ids, keys, tmp_path / "crashed", batch_size=4, progress=False)
+    assert not (tmp_path / "crashed" / "embeddings.npy").exists()  # no half cache under the final name
+    assert json.loads((tmp_path / "crashed" / "progress.json").read_text())["done"] == 4
+    monkeypatch.setattr(features, "embed_objects_canonical", real)
+    resumed = features.build_token_cache(loaded, ds, ids, keys, tmp_path / "crashed", batch_size=4, progress=False)
+    np.testing.assert_array_equal(np.asarray(resumed.embeddings), np.asarray(clean.embeddings))
+    np.testing.assert_array_equal(np.asarray(resumed.mask), np.asarray(clean.mask))
+
+
+def test_baselines_on_same_split(results_root, tiny_mock):
+    from engine.tasks.baselines import run_baselines
+
+    res = run_baselines(tiny_mock, epochs=1, progress=False)
+    assert {"trees (photometry)", "CNN (image)", "1-D CNN (spectrum)"} <= set(res["methods"])
+    assert np.isfinite(res["methods"]["trees (photometry)"]["truth_z"]["r2"])
+    assert "truth_morphology" in res["methods"]["CNN (image)"]
+    assert set(res["segmentation"]["U-Net (image)"]["iou"]) == set(schema.SEGMENTATION_CLASSES)
+    again = run_baselines(tiny_mock, epochs=1, progress=False)
+    assert again == res  # cached per dataset and settings
+
+
+def test_cached_predictions_cover_the_catalog(trained, tiny_mock, task_model_dir):
+    from engine.data import open_dataset
+    from engine.tasks.predictions import PREDICTION_COLUMNS, cache_predictions
+
+    path = cache_predictions(tiny_mock, task_model_dir, progress=False)
+    df = pd.read_parquet(path)
+    cat = open_dataset(tiny_mock).catalog
+    assert df["object_id"].tolist() == cat["object_id"].tolist()
+    assert set(PREDICTION_COLUMNS) <= set(df.columns)
+    gal = (cat["kind"] == "galaxy").to_numpy()
+    assert np.isfinite(df.loc[gal, "pred_z"]).all() and df.loc[~gal, "pred_z"].isna().all()
+    assert df["pred_morphology"].dtype == np.int64
+    assert (df.loc[gal, "pred_morphology"] >= 0).all() and (df.loc[~gal, "pred_morphology"] == -1).all()
+    mtime = path.stat().st_mtime_ns
+    assert cache_predictions(tiny_mock, task_model_dir, progress=False) == path
+    assert path.stat().st_mtime_ns == mtime  # up to date: not rewritten
+
+
+def test_predictor_answers_for_one_object(trained, tiny_mock, task_model_dir):
+    from engine.tasks.api import Predictor
+    from engine.tasks.predictions import cache_predictions
+
+    cache_predictions(tiny_mock, task_model_dir, progress=False)
+    pred = Predictor.open(tiny_mock, task_model_dir)
+    cat = pred.dataset.catalog
+    gal = int(cat.loc[(cat.kind == "galaxy") & cat.has_spectrum_desi, "object_id"].iloc[0])
+    props = pred.properties(gal)
+    assert props["source"] == "cache" and np.isfinite(props["pred_z"]) and "truth_z" in props
+    pred._cached = pd.DataFrame()  # force the live path: same heads, same tokens -> same answer
+    live = pred.properties(gal)
+    assert live["source"] == "live"
+    assert live["pred_z"] == pytest.approx(props["pred_z"], rel=1e-3, abs=1e-3)
+    masks = pred.segmentation(gal)
+    assert set(masks) == set(schema.SEGMENTATION_CLASSES)
+    assert all(m.shape == (96, 96) and m.dtype == bool for m in masks.values())
+    sr = pred.superres(gal, n_samples=2, steps=3, seed=1)
+    assert sr["samples"].shape == (2, len(schema.desi_wavelength())) and np.isfinite(sr["samples"]).all()
+    assert sr["input_kind"] == "photometry" and sr["truth"] is not None
+    np.testing.assert_allclose(sr["wavelength"], schema.desi_wavelength())
+    star = int(cat.loc[(cat.kind == "star") & cat.has_xp_gaia, "object_id"].iloc[0])
+    sr_star = pred.superres(star, n_samples=2, steps=3)
+    assert sr_star["input_kind"] == "xp" and sr_star["input"]["coeff_bp"].shape == (schema.XP_N_COEFF,)
+    with pytest.raises(UnknownObjectError, match="unknown object_id 424242"):
+        pred.properties(424242)
+
+
+def test_predict_and_evaluate_commands(trained, results_root, tiny_mock, task_model_dir, tmp_path, capsys):
+    from engine.cli import main
+
+    cat = pd.read_parquet(tiny_mock / "catalog.parquet")
+    gal = int(cat.loc[cat.kind == "galaxy", "object_id"].iloc[0])
+    base = ["--dataset", str(tiny_mock), "--model", str(task_model_dir)]
+    assert main(["predict", *base, "--task", "z", "--object-id", str(gal), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["object_id"] == gal and "pred_z" in out
+    assert main(["predict", *base, "--task", "morphology", "--object-id", str(gal)]) == 0
+    assert "pred_morphology_name" in capsys.readouterr().out
+    assert main(["predict", *base, "--task", "z", "--object-id", "999"]) == 2
+    assert "unknown object_id 999" in capsys.readouterr().err
+    assert main(["evaluate", *base, "--out", str(tmp_path / "res"), "--epochs", "2", "--baseline-epochs", "1",
+                 "--superres-objects", "2", "--samples", "2", "--steps", "2", "--no-progress", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert "truth_z" in res["properties"] and "probe: photometry+image+spectrum" in res["properties"]["truth_z"]
+    assert "trees (photometry)" in res["properties"]["truth_z"]
+    assert res["superres"]["galaxy"]["n"] >= 1 and np.isfinite(res["superres"]["galaxy"]["chi2_generated_median"])
+    md = (tmp_path / "res" / "results.md").read_text()
+    assert "## Properties" in md and "## Verdicts" in md and "U-Net" in md
+    for plot in ("scatter.png", "confusion.png", "segmentation.png", "superres.png"):
+        assert (tmp_path / "res" / plot).stat().st_size > 1000, plot

@@ -1,0 +1,85 @@
+"""Splits are stable per object; heads ignore masked tokens and can learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.tasks import metrics
+from engine.tasks.fitting import FitConfig, fit, masked_mse, predict
+from engine.tasks.heads import AttentivePooling, MorphologyProbe, PropertyProbe, SegmentationHead
+from engine.tasks.splits import is_held_out, split_ids, validation_ids
+
+
+def test_split_is_stable_under_subsetting_and_reordering():
+    ids = np.arange(10_000, 12_000, dtype=np.int64)
+    held = is_held_out(ids, seed=3)
+    assert 0.15 < held.mean() < 0.25
+    sub = ids[::-7]
+    np.testing.assert_array_equal(is_held_out(sub, seed=3), held[np.searchsorted(ids, sub)])
+    assert not np.array_equal(is_held_out(ids, seed=4), held)
+    train, test = split_ids(ids, seed=3)
+    fit_ids, val_ids = validation_ids(train, seed=3)
+    assert len(np.intersect1d(train, test)) == 0 and len(np.intersect1d(fit_ids, test)) == 0
+    assert len(np.intersect1d(val_ids, test)) == 0 and len(fit_ids) + len(val_ids) == len(train)
+
+
+def test_split_rejects_bad_fraction():
+    with pytest.raises(ValueError, match="fraction"):
+        is_held_out(np.arange(5), fraction=1.5)
+
+
+def test_attentive_pooling_ignores_masked_tokens():
+    torch.manual_seed(0)
+    pool = AttentivePooling(16, n_queries=2, num_heads=4).eval()
+    x = torch.randn(3, 10, 16)
+    mask = torch.zeros(3, 10, dtype=torch.bool)
+    mask[:, 6:] = True
+    a = pool(x, mask)
+    x2 = x.clone()
+    x2[:, 6:] = 1000.0
+    torch.testing.assert_close(a, pool(x2, mask))
+    all_masked = pool(x, torch.ones(3, 10, dtype=torch.bool))
+    assert torch.isfinite(all_masked).all()
+
+
+def test_property_probe_learns_a_target_carried_by_one_token():
+    """The signal sits in one token among 40 noisy ones: attentive pooling must find it."""
+    g = torch.Generator().manual_seed(0)
+    n, t, d = 1200, 40, 16
+    x = torch.randn(n, t, d, generator=g)
+    x[:, 7, 0] = 5.0  # a marker so the pooling can locate the informative token
+    y = x[:, 7, 1:3].clone()
+    mask = torch.zeros(n, t, dtype=torch.bool)
+    probe = PropertyProbe(d, 2, hidden=64)
+    fit(probe, (x[:1000], mask[:1000]), y[:1000], (x[1000:1100], mask[1000:1100]), y[1000:1100], masked_mse,
+        FitConfig(epochs=20, batch_size=32, lr=3e-3, progress=False))
+    pred = predict(probe, (x[1100:], mask[1100:])).numpy()
+    assert metrics.r2_score(y[1100:, 0].numpy(), pred[:, 0]) > 0.7
+    assert metrics.r2_score(y[1100:, 1].numpy(), pred[:, 1]) > 0.7
+
+
+def test_morphology_and_segmentation_heads_shapes():
+    tokens = torch.randn(2, 576, 32)
+    mask = torch.zeros(2, 576, dtype=torch.bool)
+    assert MorphologyProbe(32, 10)(tokens, mask).shape == (2, 10)
+    head = SegmentationHead(32, 6)
+    assert head(tokens).shape == (2, 6, 96, 96)
+    with pytest.raises(ValueError, match="576 image tokens"):
+        head(tokens[:, :100])
+
+
+def test_masked_mse_skips_missing_targets():
+    pred = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    target = torch.tensor([[1.0, float("nan")], [float("nan"), 6.0]])
+    assert float(masked_mse(pred, target)) == pytest.approx(2.0)
+
+
+def test_metrics():
+    assert metrics.r2_score(np.array([1.0, 2, 3]), np.array([1.0, 2, 3])) == 1.0
+    assert metrics.iou(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool)) == pytest.approx(1 / 3)
+    cm = metrics.confusion_matrix(np.array([0, 1, 1]), np.array([0, 0, 1]), 2)
+    assert cm.tolist() == [[1, 0], [1, 1]]
+    chi = metrics.reduced_chi2(np.array([[1.0, 2.0, 9.0]]), np.array([[1.0, 3.0, 0.0]]), np.array([[4.0, 4.0, 0.0]]))
+    assert chi[0] == pytest.approx(2.0)
