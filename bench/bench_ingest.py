@@ -38,7 +38,9 @@ def _positions(n: int, rng, frac_matched: float = 0.7):
     k = int(n * frac_matched)
     pick = rng.choice(n, k, replace=False)
     jitter = rng.normal(0, 0.3 / 3600, (2, k))
-    ra2 = np.concatenate([ra1[pick] + jitter[0] / np.cos(np.radians(dec1[pick])), rng.uniform(150, 160, n - k)])
+    ra2 = np.concatenate(
+        [ra1[pick] + jitter[0] / np.cos(np.radians(dec1[pick])), rng.uniform(150, 160, n - k)]
+    )
     dec2 = np.concatenate([dec1[pick] + jitter[1], rng.uniform(-5, 5, n - k)])
     return ra1, dec1, ra2, dec2, k
 
@@ -59,11 +61,22 @@ def bench_crossmatch(sizes, rng) -> list[dict]:
         idx, sep, _ = c2.match_to_catalog_sky(c1)
         astropy_s = time.perf_counter() - t0
         astro_pairs = int((sep.arcsec <= 1.0).sum())
-        rows.append({"n": n, "ours_s": ours, "astropy_one_way_s": astropy_s, "speedup_vs_astropy": astropy_s / ours,
-                     "pairs_ours_rnn": int(len(i1)), "pairs_astropy_one_way_within_radius": astro_pairs,
-                     "true_pairs": k})
-        print(f"cross-match {n:>9,} x {n:,}: ours {ours:6.2f} s, astropy one-way {astropy_s:6.2f} s "
-              f"({astropy_s / ours:.1f}x), pairs {len(i1):,} (true {k:,})", flush=True)
+        rows.append(
+            {
+                "n": n,
+                "ours_s": ours,
+                "astropy_one_way_s": astropy_s,
+                "speedup_vs_astropy": astropy_s / ours,
+                "pairs_ours_rnn": int(len(i1)),
+                "pairs_astropy_one_way_within_radius": astro_pairs,
+                "true_pairs": k,
+            }
+        )
+        print(
+            f"cross-match {n:>9,} x {n:,}: ours {ours:6.2f} s, astropy one-way {astropy_s:6.2f} s "
+            f"({astropy_s / ours:.1f}x), pairs {len(i1):,} (true {k:,})",
+            flush=True,
+        )
     return rows
 
 
@@ -78,14 +91,32 @@ def bench_ingest_rates(tmp: Path, rng, quick: bool) -> list[dict]:
     rows = []
     cases = {
         "mmu_legacysurvey_160px": lambda root: [
-            producers.mmu_legacysurvey(producers.mmu_path(root, "dr10_south_21", h), rng.uniform(0, 360, 128 * scale),
-                                       rng.uniform(-60, 60, 128 * scale), rng) for h in range(2)],
+            producers.mmu_legacysurvey(
+                producers.mmu_path(root, "dr10_south_21", h),
+                rng.uniform(0, 360, 128 * scale),
+                rng.uniform(-60, 60, 128 * scale),
+                rng,
+            )
+            for h in range(2)
+        ],
         "mmu_desi_7781px": lambda root: [
-            producers.mmu_desi(producers.mmu_path(root, "edr_sv3", h), rng.uniform(0, 360, 256 * scale),
-                               rng.uniform(-60, 60, 256 * scale), rng) for h in range(2)],
+            producers.mmu_desi(
+                producers.mmu_path(root, "edr_sv3", h),
+                rng.uniform(0, 360, 256 * scale),
+                rng.uniform(-60, 60, 256 * scale),
+                rng,
+            )
+            for h in range(2)
+        ],
         "mmu_gaia_xp": lambda root: [
-            producers.mmu_gaia(producers.mmu_path(root, "gaia", h), rng.uniform(0, 360, 20000 * scale),
-                               rng.uniform(-60, 60, 20000 * scale), rng) for h in range(2)],
+            producers.mmu_gaia(
+                producers.mmu_path(root, "gaia", h),
+                rng.uniform(0, 360, 20000 * scale),
+                rng.uniform(-60, 60, 20000 * scale),
+                rng,
+            )
+            for h in range(2)
+        ],
     }
     for name, make in cases.items():
         root = tmp / name
@@ -93,18 +124,40 @@ def bench_ingest_rates(tmp: Path, rng, quick: bool) -> list[dict]:
         _fix_ids(root)
         seconds, n = _timed_ingest([root], "mmu", tmp / f"{name}-ds")
         size = sum(p.stat().st_size for p in root.rglob("*.hdf5"))
-        rows.append({"input": name, "format": "mmu", "objects": n, "seconds": seconds, "objects_per_s": n / seconds,
-                     "input_MB_per_s": size / 1e6 / seconds})
+        rows.append(
+            {
+                "input": name,
+                "format": "mmu",
+                "objects": n,
+                "seconds": seconds,
+                "objects_per_s": n / seconds,
+                "input_MB_per_s": size / 1e6 / seconds,
+            }
+        )
         print(f"ingest {name}: {n} objects in {seconds:.2f} s = {n / seconds:,.0f} objects/s", flush=True)
     folder = tmp / "sdss_spec"
     folder.mkdir()
     nspec = 50 * scale
     for i in range(nspec):
-        producers.sdss_spec(folder / f"spec-{1000 + i:04d}-52000-0001.fits", 1000 + i, 52000, 1,
-                            float(rng.uniform(0, 360)), float(rng.uniform(-60, 60)), rng)
+        producers.sdss_spec(
+            folder / f"spec-{1000 + i:04d}-52000-0001.fits",
+            1000 + i,
+            52000,
+            1,
+            float(rng.uniform(0, 360)),
+            float(rng.uniform(-60, 60)),
+            rng,
+        )
     seconds, n = _timed_ingest([folder], "fits", tmp / "sdss-ds")
-    rows.append({"input": "sdss_spec_fits", "format": "fits", "objects": n, "seconds": seconds,
-                 "objects_per_s": n / seconds})
+    rows.append(
+        {
+            "input": "sdss_spec_fits",
+            "format": "fits",
+            "objects": n,
+            "seconds": seconds,
+            "objects_per_s": n / seconds,
+        }
+    )
     print(f"ingest sdss spec FITS: {n} files in {seconds:.2f} s = {n / seconds:,.0f} objects/s", flush=True)
     return rows
 
@@ -129,11 +182,13 @@ def plot(rows: list[dict], path: Path) -> None:
     n = [r["n"] for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.loglog(n, [r["ours_s"] for r in rows], "o-", label="ours: reciprocal NN, cKDTree")
-    ax.loglog(n, [r["astropy_one_way_s"] for r in rows], "s--", label="astropy match_to_catalog_sky (one way)")
+    ax.loglog(
+        n, [r["astropy_one_way_s"] for r in rows], "s--", label="astropy match_to_catalog_sky (one way)"
+    )
     ax.axhline(60, color="grey", lw=0.8, ls=":", label="target: 1 M x 1 M < 60 s")
     ax.set_xlabel("objects per catalogue")
     ax.set_ylabel("seconds")
-    ax.set_title("Cross-match time (1\" radius)")
+    ax.set_title('Cross-match time (1" radius)')
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -153,9 +208,17 @@ def main() -> int:
         "benchmark": "ingest",
         "command": "python bench/bench_ingest.py" + (" --quick" if args.quick else ""),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_1_5_15_min_at_end": list(os.getloadavg()),
+            "note": "shared machine: other jobs ran at the same time; ratios are same-run",
+        },
         "crossmatch": xm,
-        "crossmatch_1M_under_60s": any(r["n"] >= 1_000_000 and r["ours_s"] < 60 for r in xm) if not args.quick else None,
+        "crossmatch_1M_under_60s": any(r["n"] >= 1_000_000 and r["ours_s"] < 60 for r in xm)
+        if not args.quick
+        else None,
         "ingest": rates,
     }
     (RESULTS / "ingest.json").write_text(json.dumps(result, indent=2))

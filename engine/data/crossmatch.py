@@ -75,7 +75,9 @@ class Groups:
         return len(self.ra)
 
 
-def merge(positions: list[tuple[np.ndarray, np.ndarray]], radius_arcsec: float = DEFAULT_RADIUS_ARCSEC) -> Groups:
+def merge(
+    positions: list[tuple[np.ndarray, np.ndarray]], radius_arcsec: float = DEFAULT_RADIUS_ARCSEC
+) -> Groups:
     """Merge several position lists (one per survey, in priority order) into rows.
 
     Lists are folded in order: each list is matched (reciprocal nearest neighbour) against the

@@ -48,7 +48,9 @@ ID_COLUMN: dict[str, str] = {
 NAME_COLUMN: dict[str, str] = {k: v.replace("id_", "name_") for k, v in ID_COLUMN.items()}
 
 
-def scan_inputs(files: Sequence[Path], fmt: str, report: IngestReport, progress: bool = True) -> list[FileScan]:
+def scan_inputs(
+    files: Sequence[Path], fmt: str, report: IngestReport, progress: bool = True
+) -> list[FileScan]:
     """Validate each file; bad ones go to the report (one line each) and are left out."""
     scans: list[FileScan] = []
     seen: dict[str, dict[int, str]] = {}
@@ -60,15 +62,21 @@ def scan_inputs(files: Sequence[Path], fmt: str, report: IngestReport, progress:
             report.files.append(FileResult.of(path, error=str(exc)))
             continue
         except Exception as exc:  # a reader bug or an exotic corruption must not stop the run
-            report.files.append(FileResult.of(path, error=f"{path}: cannot read ({type(exc).__name__}: {exc})"))
+            report.files.append(
+                FileResult.of(path, error=f"{path}: cannot read ({type(exc).__name__}: {exc})")
+            )
             continue
         known = seen.setdefault(sc.source, {})
         known.update(dict.fromkeys(sc.catalog["object_id"].tolist(), str(path)))
         scans.append(sc)
         report.files.append(
             FileResult.of(
-                path, label=sc.kind_label, source=sc.source, objects=len(sc.catalog),
-                skipped_objects=sc.n_skipped, notes=list(sc.notes),
+                path,
+                label=sc.kind_label,
+                source=sc.source,
+                objects=len(sc.catalog),
+                skipped_objects=sc.n_skipped,
+                notes=list(sc.notes),
             )
         )
     return scans
@@ -93,7 +101,9 @@ def _check_cross_file_ids(sc: FileScan, seen: dict[str, dict[int, str]]) -> None
             raise ValidationError(f"{sc.path}: field 'object_id': id {oid} already read from {known[oid]}")
 
 
-def build_catalog(scans: Sequence[FileScan], radius_arcsec: float) -> tuple[pd.DataFrame, dict[str, pd.Series], list[str]]:
+def build_catalog(
+    scans: Sequence[FileScan], radius_arcsec: float
+) -> tuple[pd.DataFrame, dict[str, pd.Series], list[str]]:
     """Cross-match the scans' catalogs into one catalog.
 
     Returns the catalog, per source a Series mapping the survey's id -> the row's object_id,
@@ -166,7 +176,9 @@ def _resolve_id_collisions(out: pd.DataFrame, sources: list[str]) -> list[str]:
         owner = next(ID_COLUMN[s] for s in sources if out.at[i, ID_COLUMN[s]] == oid[i])
         oid[i] = text_id([f"{owner}:{oid[i]}"])[0]
     out["object_id"] = oid
-    return [f"{int(dup.sum())} object id(s) shared by different surveys' objects: later rows re-keyed by hash"]
+    return [
+        f"{int(dup.sum())} object id(s) shared by different surveys' objects: later rows re-keyed by hash"
+    ]
 
 
 def ingest(
@@ -187,7 +199,9 @@ def ingest(
     """
     t0 = time.perf_counter()
     if not radius_arcsec > 0:
-        raise ValidationError(f"--radius-arcsec: {radius_arcsec!r} is not positive; accepted: a radius > 0 arcsec")
+        raise ValidationError(
+            f"--radius-arcsec: {radius_arcsec!r} is not positive; accepted: a radius > 0 arcsec"
+        )
     out = Path(out)
     if out.exists() and not overwrite:
         raise ValidationError(f"{out}: already exists (pass --overwrite to replace it)")
@@ -224,7 +238,13 @@ def ingest(
                 "radius_arcsec": float(radius_arcsec),
                 "source_order": list(SOURCE_ORDER),
                 "files": [
-                    {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "label": f.label, "objects": f.objects}
+                    {
+                        "path": f.path,
+                        "size": f.size,
+                        "mtime_ns": f.mtime_ns,
+                        "label": f.label,
+                        "objects": f.objects,
+                    }
                     for f in report.good
                 ],
                 "bad_files": [f.error for f in report.bad],
@@ -289,14 +309,23 @@ def ingest_embeddings(
     if len(dims) > 1:
         first = infos[0].dim
         for i in [i for i in infos if i.dim != first]:
-            report.files.append(FileResult.of(i.path, error=f"{i.path}: field {i.vector_col!r}: dim {i.dim} != {first} of {infos[0].path}"))
+            report.files.append(
+                FileResult.of(
+                    i.path,
+                    error=f"{i.path}: field {i.vector_col!r}: dim {i.dim} != {first} of {infos[0].path}",
+                )
+            )
         infos = [i for i in infos if i.dim == first]
     if not infos:
-        raise ValidationError(f"no usable input file ({len(report.bad)} bad): " + "; ".join(f.error for f in report.bad))
+        raise ValidationError(
+            f"no usable input file ({len(report.bad)} bad): " + "; ".join(f.error for f in report.bad)
+        )
     total, dim = sum(i.rows for i in infos), infos[0].dim
     dataset_name = name or out.name
-    view_dir = (Path(index_root) / dataset_name / engine_paths.model_id_of(model) / view) if index_root else (
-        engine_paths.view_dir(dataset_name, model, view)
+    view_dir = (
+        (Path(index_root) / dataset_name / engine_paths.model_id_of(model) / view)
+        if index_root
+        else (engine_paths.view_dir(dataset_name, model, view))
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = out.parent / f".{out.name}.vectors-{os.getpid()}.npy"
@@ -331,13 +360,25 @@ def ingest_embeddings(
                 bar.update(info.rows - (filled - start))
                 filled = start  # the next file overwrites this one's rows
                 continue
-            report.files.append(FileResult.of(info.path, label=f"embeddings table (dim {dim})", objects=filled - start,
-                                              skipped_objects=int((~valid[start:filled]).sum())))
+            report.files.append(
+                FileResult.of(
+                    info.path,
+                    label=f"embeddings table (dim {dim})",
+                    objects=filled - start,
+                    skipped_objects=int((~valid[start:filled]).sum()),
+                )
+            )
         bar.close()
         if filled == 0:
             raise ValidationError("no usable input file: " + "; ".join(f.error for f in report.bad))
-        catalog = pd.DataFrame({"object_id": ids[:filled], "ra": ra[:filled], "dec": dec[:filled],
-                                "kind": kind[:filled].astype(str)})
+        catalog = pd.DataFrame(
+            {
+                "object_id": ids[:filled],
+                "ra": ra[:filled],
+                "dec": dec[:filled],
+                "kind": kind[:filled].astype(str),
+            }
+        )
         for c in schema.SCALAR_COLUMNS:
             catalog[c] = scalars[c][:filled] if c in scalars else np.nan
         info_json = {
@@ -348,7 +389,10 @@ def ingest_embeddings(
                 "format": "embeddings",
                 "model": str(model),
                 "view": view,
-                "files": [{"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "objects": f.objects} for f in report.good],
+                "files": [
+                    {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "objects": f.objects}
+                    for f in report.good
+                ],
                 "bad_files": [f.error for f in report.bad],
             },
         }
@@ -357,8 +401,14 @@ def ingest_embeddings(
         ds = open_dataset(out)
         vectors.flush()
         write_embeddings(
-            view_dir, vectors[:filled], valid[:filled], model_id=engine_paths.model_id_of(model),
-            model_hash="published", dataset_hash=ds.hash, view=view, dataset_name=dataset_name,
+            view_dir,
+            vectors[:filled],
+            valid[:filled],
+            model_id=engine_paths.model_id_of(model),
+            model_hash="published",
+            dataset_hash=ds.hash,
+            view=view,
+            dataset_name=dataset_name,
             extra={"source": "ingest --format embeddings", "files": [f.path for f in report.good]},
         )
         del vectors
@@ -383,4 +433,6 @@ def _check_embedding_ids(info, ids: np.ndarray, start: int, stop: int) -> None:
         pos = np.searchsorted(earlier, uniq).clip(0, start - 1)
         hit = earlier[pos] == uniq
         if hit.any():
-            raise ValidationError(f"{info.path}: field 'object_id': id {uniq[hit][0]} already read from an earlier file")
+            raise ValidationError(
+                f"{info.path}: field 'object_id': id {uniq[hit][0]} already read from an earlier file"
+            )

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "ingest real data: Multimodal Universe HDF5, survey FITS (SDSS, DESI, Legacy Survey, Gaia XP), published embeddings"
+HELP = (
+    "ingest real data: Multimodal Universe HDF5, survey FITS (SDSS, DESI, Legacy Survey, Gaia XP), "
+    "published embeddings"
+)
 
 
 def _positive_float(text: str) -> float:
@@ -18,16 +21,28 @@ def _positive_float(text: str) -> float:
 
 
 def setup_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", required=True, choices=("mmu", "fits", "embeddings"),
-                        help="mmu: MMU HDF5 files; fits: SDSS spec / DESI coadd / LS cutout FITS, Gaia XP "
-                             "ECSV/CSV/FITS; embeddings: Parquet table of precomputed vectors")
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="input files or folders (searched recursively)")
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=("mmu", "fits", "embeddings"),
+        help="mmu: MMU HDF5 files; fits: SDSS spec / DESI coadd / LS cutout FITS, Gaia XP "
+        "ECSV/CSV/FITS; embeddings: Parquet table of precomputed vectors",
+    )
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="input files or folders (searched recursively)"
+    )
     parser.add_argument("--out", required=True, help="dataset folder to write")
-    parser.add_argument("--radius-arcsec", type=_positive_float, default=1.0,
-                        help="cross-match radius (reciprocal nearest neighbour), default 1.0")
+    parser.add_argument(
+        "--radius-arcsec",
+        type=_positive_float,
+        default=1.0,
+        help="cross-match radius (reciprocal nearest neighbour), default 1.0",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     parser.add_argument("--name", default=None, help="dataset name (default: the folder name)")
-    parser.add_argument("--strict", action="store_true", help="any bad file stops the ingest (nothing written)")
+    parser.add_argument(
+        "--strict", action="store_true", help="any bad file stops the ingest (nothing written)"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     emb = parser.add_argument_group("--format embeddings")
@@ -36,8 +51,12 @@ def setup_parser(parser: argparse.ArgumentParser) -> None:
     emb.add_argument("--dec-col", default="dec", help="Dec column in degrees (default dec)")
     emb.add_argument("--vector-col", default=None, help="list-of-float column (default: the only one)")
     emb.add_argument("--kind-col", default="kind", help="galaxy/star/qso column if present (default kind)")
-    emb.add_argument("--view", default="image", help="view the vectors belong to (image, spectrum, photometry, joint)")
-    emb.add_argument("--model", default="aion-base", help="model id the vectors came from (names the index folder)")
+    emb.add_argument(
+        "--view", default="image", help="view the vectors belong to (image, spectrum, photometry, joint)"
+    )
+    emb.add_argument(
+        "--model", default="aion-base", help="model id the vectors came from (names the index folder)"
+    )
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -49,14 +68,29 @@ def run_cli(args: argparse.Namespace) -> int:
         from engine.data.readers.embeddings_table import EmbeddingColumns
 
         cols = EmbeddingColumns(args.id_col, args.ra_col, args.dec_col, args.vector_col, args.kind_col)
-        report = ingest_embeddings(args.paths, args.out, columns=cols, view=args.view, model=args.model,
-                                   overwrite=args.overwrite, progress=not args.no_progress, name=args.name)
+        report = ingest_embeddings(
+            args.paths,
+            args.out,
+            columns=cols,
+            view=args.view,
+            model=args.model,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            name=args.name,
+        )
     else:
         from engine.data.ingest import ingest
 
-        report = ingest(args.paths, args.out, args.format, radius_arcsec=args.radius_arcsec,
-                        overwrite=args.overwrite, progress=not args.no_progress, name=args.name,
-                        strict=args.strict)
+        report = ingest(
+            args.paths,
+            args.out,
+            args.format,
+            radius_arcsec=args.radius_arcsec,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            name=args.name,
+            strict=args.strict,
+        )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         for f in report.bad:

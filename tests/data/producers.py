@@ -41,7 +41,9 @@ def _write_columns(path: Path, columns: dict, *, compressed: bool) -> None:
         for key, value in columns.items():
             value = np.asarray(value) if not isinstance(value, np.ndarray) else value
             if compressed:  # the Legacy Survey builder's create_dataset call
-                f.create_dataset(key, data=value, compression="gzip", chunks=True, maxshape=(None, *value.shape[1:]))
+                f.create_dataset(
+                    key, data=value, compression="gzip", chunks=True, maxshape=(None, *value.shape[1:])
+                )
             else:  # HSC / DESI / SDSS / Gaia builders
                 f.create_dataset(key, data=value)
 
@@ -64,7 +66,10 @@ def mmu_legacysurvey(path: Path, ra, dec, rng, *, size: int = 160, types=None) -
         "RA": np.asarray(ra, np.float64),
         "DEC": np.asarray(dec, np.float64),
         "EBV": rng.uniform(0.01, 0.1, n).astype(np.float32),
-        **{f"FLUX_{b}": rng.uniform(1, 50, n).astype(np.float32) for b in ("G", "R", "I", "Z", "W1", "W2", "W3", "W4")},
+        **{
+            f"FLUX_{b}": rng.uniform(1, 50, n).astype(np.float32)
+            for b in ("G", "R", "I", "Z", "W1", "W2", "W3", "W4")
+        },
         "SHAPE_R": rng.uniform(0.5, 3, n).astype(np.float32),
         "SHAPE_E1": rng.uniform(-0.3, 0.3, n).astype(np.float32),
         "SHAPE_E2": rng.uniform(-0.3, 0.3, n).astype(np.float32),
@@ -133,7 +138,9 @@ def mmu_desi(path: Path, ra, dec, rng, *, length: int = 7781) -> dict:
         "spectrum_flux": rng.normal(1, 0.3, (n, length)).astype(np.float32),
         "spectrum_ivar": rng.uniform(0.5, 2, (n, length)).astype(np.float32),
         "spectrum_lsf_sigma": np.full((n, length), 0.9, np.float32),
-        "spectrum_lambda": np.broadcast_to((3600.0 + 0.8 * np.arange(length)).astype(np.float32), (n, length)).copy(),
+        "spectrum_lambda": np.broadcast_to(
+            (3600.0 + 0.8 * np.arange(length)).astype(np.float32), (n, length)
+        ).copy(),
         "spectrum_mask": np.zeros((n, length), bool),
     }
     cols["spectrum_mask"][:, :10] = True
@@ -163,7 +170,9 @@ def mmu_sdss(path: Path, ra, dec, rng, *, lengths=None) -> dict:
     plate = np.array([266 + i for i in range(n)], np.int32)
     mjd = np.full(n, 51602, np.int32)
     fiber = np.arange(n, dtype=np.int32) + 3
-    specobjid = np.array([str((int(p) << 50) + (int(fb) << 38)) for p, fb in zip(plate, fiber, strict=True)], "S19")
+    specobjid = np.array(
+        [str((int(p) << 50) + (int(fb) << 38)) for p, fb in zip(plate, fiber, strict=True)], "S19"
+    )
     cols = {
         "PLATE": plate,
         "MJD": mjd,
@@ -213,8 +222,20 @@ def mmu_gaia(path: Path, ra, dec, rng) -> dict:
 # --- FITS ------------------------------------------------------------------------------------
 
 
-def sdss_spec(path: Path, plate: int, mjd: int, fiber: int, ra: float, dec: float, rng, *, start=3.5800, npix=3850,
-              z: float = 0.1, cls: str = "GALAXY") -> dict:
+def sdss_spec(
+    path: Path,
+    plate: int,
+    mjd: int,
+    fiber: int,
+    ra: float,
+    dec: float,
+    rng,
+    *,
+    start=3.5800,
+    npix=3850,
+    z: float = 0.1,
+    cls: str = "GALAXY",
+) -> dict:
     """``spec-PLATE-MJD-FIBER.fits``: HDU1 COADD table, HDU2 SPECOBJ (one row), HDU3 SPZLINE."""
     loglam = sdss_loglam(start, npix).astype(np.float32)
     flux = rng.normal(5, 1, npix).astype(np.float32)
@@ -249,7 +270,9 @@ def sdss_spec(path: Path, plate: int, mjd: int, fiber: int, ra: float, dec: floa
         ],
         name="SPECOBJ",
     )
-    spzline = fits.BinTableHDU.from_columns([fits.Column("LINENAME", "13A", array=["H_alpha"])], name="SPZLINE")
+    spzline = fits.BinTableHDU.from_columns(
+        [fits.Column("LINENAME", "13A", array=["H_alpha"])], name="SPZLINE"
+    )
     fits.HDUList([primary, coadd, specobj, spzline]).writeto(path)
     return {"flux": flux, "loglam": loglam, "ivar": ivar, "and_mask": and_mask}
 
@@ -299,17 +322,35 @@ def desi_coadd(path: Path, ra, dec, rng, *, objtype=None, with_redshifts: bool =
     return out
 
 
-def ls_cutout(path: Path, ra: float, dec: float, rng, *, bands: str = "griz", size: int = 100,
-              pixscale: float = 0.262, per_band_hdus: bool = False, ivar: bool = True) -> dict:
+def ls_cutout(
+    path: Path,
+    ra: float,
+    dec: float,
+    rng,
+    *,
+    bands: str = "griz",
+    size: int = 100,
+    pixscale: float = 0.262,
+    per_band_hdus: bool = False,
+    ivar: bool = True,
+) -> dict:
     """legacysurvey.org ``fits-cutout``: (bands, y, x) cube, TAN WCS centred on (ra, dec), BANDS/BANDn."""
     cube = rng.normal(0, 1, (len(bands), size, size)).astype(np.float32)
     ivar_cube = rng.uniform(0.5, 2, cube.shape).astype(np.float32)
     header = fits.Header()
     header.update(
-        CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CRVAL1=ra, CRVAL2=dec,
-        CRPIX1=(size + 1) / 2.0, CRPIX2=(size + 1) / 2.0,
-        CD1_1=-pixscale / 3600.0, CD1_2=0.0, CD2_1=0.0, CD2_2=pixscale / 3600.0,
-        SURVEY="LegacySurvey", VERSION="DR10",
+        CTYPE1="RA---TAN",
+        CTYPE2="DEC--TAN",
+        CRVAL1=ra,
+        CRVAL2=dec,
+        CRPIX1=(size + 1) / 2.0,
+        CRPIX2=(size + 1) / 2.0,
+        CD1_1=-pixscale / 3600.0,
+        CD1_2=0.0,
+        CD2_1=0.0,
+        CD2_2=pixscale / 3600.0,
+        SURVEY="LegacySurvey",
+        VERSION="DR10",
     )
     if per_band_hdus:
         hdus = [fits.PrimaryHDU()]

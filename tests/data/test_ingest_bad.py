@@ -67,7 +67,9 @@ def _mmu_corpus(root: Path, rng) -> tuple[list[Path], dict[Path, str]]:
     img = rng.normal(0, 1, (2, 4, 100, 100)).astype(np.float32)
     bad[ls("ls_3d_images", image_array=img[:, 0])] = "image_array"
     bad[ls("ls_int_images", image_array=img.astype(np.int16))] = "image_array"
-    bad[ls("ls_unknown_bands", image_band=np.array([[b"des-u", b"des-g", b"foo", b"des-z"]] * 2))] = "image_band"
+    bad[ls("ls_unknown_bands", image_band=np.array([[b"des-u", b"des-g", b"foo", b"des-z"]] * 2))] = (
+        "image_band"
+    )
     bad[ls("ls_band_count", image_band=np.array([[b"des-g", b"des-r", b"des-z"]] * 2))] = "image_band"
     bad[ls("ls_nan_only", image_array=np.full_like(img, np.nan))] = "image_array"
     bad[ls("ls_no_ivar", image_ivar=None)] = "image_ivar"
@@ -117,11 +119,15 @@ def test_mmu_bad_corpus_one_line_each_good_files_land(tmp_path, capsys):
     for path, fld in bad.items():
         mine = [ln for ln in err_lines if f"{path}:" in ln]
         assert len(mine) == 1, (path, err_lines)
-        assert f"field {fld!r}" in mine[0] if fld else "cannot" in mine[0] or "not a Multimodal" in mine[0], mine[0]
+        assert f"field {fld!r}" in mine[0] if fld else "cannot" in mine[0] or "not a Multimodal" in mine[0], (
+            mine[0]
+        )
     ds = open_dataset(out)
     assert len(ds) == 4  # 2 Legacy Survey + 2 Gaia objects, nothing from a bad file
     assert set(ds.sources) == {"image_ls", "xp_gaia"}
-    assert ds.read("image_ls", ds.catalog.loc[ds.catalog["has_image_ls"], "object_id"])["image_array"].shape == (2, 4, 96, 96)
+    assert ds.read("image_ls", ds.catalog.loc[ds.catalog["has_image_ls"], "object_id"])[
+        "image_array"
+    ].shape == (2, 4, 96, 96)
     assert len(ds.info["provenance"]["bad_files"]) == len(bad)
     assert _fingerprint([*good, *bad]) == before  # inputs untouched, bytes and mtimes
 
@@ -130,7 +136,9 @@ def test_strict_writes_nothing(tmp_path, capsys):
     rng = np.random.default_rng(11)
     good, bad = _mmu_corpus(tmp_path / "in", rng)
     out = tmp_path / "ds"
-    rc = main(["ingest", "--format", "mmu", str(tmp_path / "in"), "--out", str(out), "--strict", "--no-progress"])
+    rc = main(
+        ["ingest", "--format", "mmu", str(tmp_path / "in"), "--out", str(out), "--strict", "--no-progress"]
+    )
     assert rc == 2 and not out.exists()
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
@@ -164,9 +172,22 @@ def _fits_corpus(folder: Path, rng) -> dict[Path, str]:
     bad[folder / "xp-no-rp.ecsv"] = "rp_coefficients"
     from astropy.table import Table
 
-    tab = Table({"source_id": np.array([1, 2]), "ra": [15.0, 15.1], "dec": [0.0, 0.1],
-                 **{c: np.ones((2, 50)) for c in ("bp_coefficients", "rp_coefficients", "bp_coefficient_errors",
-                                                  "rp_coefficient_errors")}})
+    tab = Table(
+        {
+            "source_id": np.array([1, 2]),
+            "ra": [15.0, 15.1],
+            "dec": [0.0, 0.1],
+            **{
+                c: np.ones((2, 50))
+                for c in (
+                    "bp_coefficients",
+                    "rp_coefficients",
+                    "bp_coefficient_errors",
+                    "rp_coefficient_errors",
+                )
+            },
+        }
+    )
     tab.write(folder / "xp-50-coeffs.fits")
     bad[folder / "xp-50-coeffs.fits"] = "bp_coefficients"
     return bad
@@ -192,7 +213,9 @@ def test_fits_bad_corpus(tmp_path, capsys):
 def test_rerun_is_idempotent_and_crash_leaves_nothing(tmp_path, monkeypatch):
     rng = np.random.default_rng(13)
     root = tmp_path / "in"
-    producers.mmu_legacysurvey(producers.mmu_path(root / "ls", "dr10", 1), [10.0, 10.1], [0.0, 0.1], rng, size=100)
+    producers.mmu_legacysurvey(
+        producers.mmu_path(root / "ls", "dr10", 1), [10.0, 10.1], [0.0, 0.1], rng, size=100
+    )
     producers.mmu_desi(producers.mmu_path(root / "desi", "edr", 2), [10.0, 11.0], [0.0, 0.0], rng, length=300)
     first = ingest([root], tmp_path / "a", "mmu", progress=False)
     second = ingest([root], tmp_path / "b", "mmu", progress=False)
@@ -230,13 +253,30 @@ def test_no_usable_file_is_one_clear_error(tmp_path):
 
 def test_embeddings_bad_tables(tmp_path):
     good = tmp_path / "good.parquet"
-    pq.write_table(pa.table({"object_id": [1, 2], "ra": [1.0, 2.0], "dec": [0.0, 0.0],
-                             "vec": pa.array([[0.1, 0.2], [0.3, 0.4]])}), good)
-    pq.write_table(pa.table({"object_id": [3], "dec": [0.0], "vec": pa.array([[0.1, 0.2]])}), tmp_path / "nora.parquet")
-    pq.write_table(pa.table({"object_id": [4, 5], "ra": [1.0, 2.0], "dec": [0.0, 0.0],
-                             "vec": pa.array([[0.1, 0.2], [0.3]])}), tmp_path / "ragged.parquet")
-    pq.write_table(pa.table({"object_id": [1], "ra": [1.0], "dec": [0.0], "vec": pa.array([[0.5, 0.5]])}),
-                   tmp_path / "repeat.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "object_id": [1, 2],
+                "ra": [1.0, 2.0],
+                "dec": [0.0, 0.0],
+                "vec": pa.array([[0.1, 0.2], [0.3, 0.4]]),
+            }
+        ),
+        good,
+    )
+    pq.write_table(
+        pa.table({"object_id": [3], "dec": [0.0], "vec": pa.array([[0.1, 0.2]])}), tmp_path / "nora.parquet"
+    )
+    pq.write_table(
+        pa.table(
+            {"object_id": [4, 5], "ra": [1.0, 2.0], "dec": [0.0, 0.0], "vec": pa.array([[0.1, 0.2], [0.3]])}
+        ),
+        tmp_path / "ragged.parquet",
+    )
+    pq.write_table(
+        pa.table({"object_id": [1], "ra": [1.0], "dec": [0.0], "vec": pa.array([[0.5, 0.5]])}),
+        tmp_path / "repeat.parquet",
+    )
     report = ingest_embeddings_quiet(tmp_path, tmp_path / "ds", tmp_path / "idx")
     errors = {Path(f.path).name: f.error for f in report.bad}
     assert set(errors) == {"nora.parquet", "ragged.parquet", "repeat.parquet"}
@@ -257,10 +297,23 @@ def test_json_report(tmp_path, capsys):
     rng = np.random.default_rng(14)
     producers.mmu_gaia(producers.mmu_path(tmp_path / "in", "gaia", 1), [1.0, 2.0], [0.0, 0.0], rng)
     (tmp_path / "in" / "junk.h5").write_bytes(b"\x00" * 100)
-    rc = main(["ingest", "--format", "mmu", str(tmp_path / "in"), "--out", str(tmp_path / "ds"), "--json",
-               "--no-progress"])
+    rc = main(
+        [
+            "ingest",
+            "--format",
+            "mmu",
+            str(tmp_path / "in"),
+            "--out",
+            str(tmp_path / "ds"),
+            "--json",
+            "--no-progress",
+        ]
+    )
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert rc == 0 and report["objects"] == 2 and report["bad_files"] == 1 and report["good_files"] == 1
-    assert report["per_source"] == {"xp_gaia": 2} and report["dataset_hash"] == open_dataset(tmp_path / "ds").hash
+    assert (
+        report["per_source"] == {"xp_gaia": 2}
+        and report["dataset_hash"] == open_dataset(tmp_path / "ds").hash
+    )
     assert "junk.h5" in captured.err and len(captured.err.strip().splitlines()) == 1

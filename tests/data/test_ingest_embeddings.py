@@ -18,18 +18,22 @@ from engine.errors import ValidationError
 from engine.index.embeddings import EmbeddingStore
 
 
-def _table(n: int, dim: int, rng, *, start_id: int = 1000, fixed: bool = False) -> tuple[pa.Table, np.ndarray]:
+def _table(
+    n: int, dim: int, rng, *, start_id: int = 1000, fixed: bool = False
+) -> tuple[pa.Table, np.ndarray]:
     vec = rng.normal(0, 1, (n, dim)).astype(np.float32)
     vcol = pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), dim) if fixed else pa.array(list(vec))
     kinds = np.array(["galaxy", "star", "qso"])[np.arange(n) % 3]
-    return pa.table({
-        "targetid": pa.array(np.arange(start_id, start_id + n, dtype=np.int64)),
-        "RA_deg": rng.uniform(0, 360, n),
-        "DEC_deg": rng.uniform(-90, 90, n),
-        "emb": vcol,
-        "kind": kinds,
-        "z": rng.uniform(0, 1, n),
-    }), vec
+    return pa.table(
+        {
+            "targetid": pa.array(np.arange(start_id, start_id + n, dtype=np.int64)),
+            "RA_deg": rng.uniform(0, 360, n),
+            "DEC_deg": rng.uniform(-90, 90, n),
+            "emb": vcol,
+            "kind": kinds,
+            "z": rng.uniform(0, 1, n),
+        }
+    ), vec
 
 
 @pytest.mark.parametrize("fixed", [False, True])
@@ -52,8 +56,15 @@ def test_streamed_in_row_groups_and_aligned(tmp_path, fixed):
     try:
         et.BATCH_ROWS = 300
         et._convert = spy
-        report = ingest_embeddings([path], tmp_path / "ds", columns=cols, view="image", model="aion-base",
-                                   progress=False, index_root=tmp_path / "idx")
+        report = ingest_embeddings(
+            [path],
+            tmp_path / "ds",
+            columns=cols,
+            view="image",
+            model="aion-base",
+            progress=False,
+            index_root=tmp_path / "idx",
+        )
     finally:
         et._convert = original
         et.BATCH_ROWS = et_batch
@@ -76,14 +87,32 @@ def test_null_vectors_are_invalid_rows_and_cli_flags(tmp_path, monkeypatch):
 
     monkeypatch.setattr(engine.paths, "INDEX_ROOT", tmp_path / "idx")
     path = tmp_path / "emb.parquet"
-    pq.write_table(pa.table({
-        "object_id": pa.array([1, 2, 3], pa.int64()),
-        "ra": [10.0, 11.0, 12.0],
-        "dec": [0.0, 1.0, 2.0],
-        "v": pa.array([[1.0, 0.0], None, [float("nan"), 1.0]], pa.list_(pa.float32())),
-    }), path)
-    rc = main(["ingest", "--format", "embeddings", str(path), "--out", str(tmp_path / "ds"), "--view", "joint",
-               "--model", "aion-large", "--no-progress"])
+    pq.write_table(
+        pa.table(
+            {
+                "object_id": pa.array([1, 2, 3], pa.int64()),
+                "ra": [10.0, 11.0, 12.0],
+                "dec": [0.0, 1.0, 2.0],
+                "v": pa.array([[1.0, 0.0], None, [float("nan"), 1.0]], pa.list_(pa.float32())),
+            }
+        ),
+        path,
+    )
+    rc = main(
+        [
+            "ingest",
+            "--format",
+            "embeddings",
+            str(path),
+            "--out",
+            str(tmp_path / "ds"),
+            "--view",
+            "joint",
+            "--model",
+            "aion-large",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     store = EmbeddingStore.open(tmp_path / "idx" / "ds" / "aion-large" / "joint")
     assert store.valid.tolist() == [True, False, False]

@@ -47,8 +47,9 @@ def test_sdss_spec_file(tmp_path):
 def test_desi_coadd_arms_merged_inverse_variance_weighted(tmp_path):
     rng = np.random.default_rng(2)
     path = tmp_path / "coadd-sv3-dark-26065.fits"
-    t = producers.desi_coadd(path, [10.0, 10.1, 10.2], [-5.0, -5.1, -5.2], rng, objtype=["TGT", "SKY", "TGT"],
-                             with_redshifts=True)
+    t = producers.desi_coadd(
+        path, [10.0, 10.1, 10.2], [-5.0, -5.1, -5.2], rng, objtype=["TGT", "SKY", "TGT"], with_redshifts=True
+    )
     report = ingest([path], tmp_path / "ds", "fits", progress=False)
     assert not report.bad
     assert any("sky" in n for n in report.good[0].notes)
@@ -110,7 +111,9 @@ def test_small_cutout_is_padded_not_stretched(tmp_path):
     assert not got["image_mask"][0, :, 16:80, 16:80].any()
 
 
-@pytest.mark.parametrize(("suffix", "fmt"), [(".ecsv", "ascii.ecsv"), (".csv", "ascii.csv"), (".fits", "fits")])
+@pytest.mark.parametrize(
+    ("suffix", "fmt"), [(".ecsv", "ascii.ecsv"), (".csv", "ascii.csv"), (".fits", "fits")]
+)
 def test_gaia_xp_tables(tmp_path, suffix, fmt):
     rng = np.random.default_rng(5)
     path = tmp_path / f"xp_continuous{suffix}"

@@ -27,18 +27,33 @@ def mmu_root(tmp_path_factory):
     rng = np.random.default_rng(0)
     truth = {
         "ls": producers.mmu_legacysurvey(
-            producers.mmu_path(root / "legacysurvey", "dr10_south_21", 1234), [150.0, 150.1, 150.2], [2.0, 2.1, 2.2], rng,
+            producers.mmu_path(root / "legacysurvey", "dr10_south_21", 1234),
+            [150.0, 150.1, 150.2],
+            [2.0, 2.1, 2.2],
+            rng,
             types=["REX", "PSF", "EXP"],
         ),
-        "hsc": producers.mmu_hsc(producers.mmu_path(root / "hsc", "pdr3_wide_22.5", 5000), [30.0, 30.1], [-1.0, -1.1], rng),
+        "hsc": producers.mmu_hsc(
+            producers.mmu_path(root / "hsc", "pdr3_wide_22.5", 5000), [30.0, 30.1], [-1.0, -1.1], rng
+        ),
         "desi": producers.mmu_desi(
-            producers.mmu_path(root / "desi", "edr_sv3", 26065), [150.0 + 0.3 * ARCSEC, 160.0, 160.1], [2.0, 3.0, 3.1], rng
+            producers.mmu_path(root / "desi", "edr_sv3", 26065),
+            [150.0 + 0.3 * ARCSEC, 160.0, 160.1],
+            [2.0, 3.0, 3.1],
+            rng,
         ),
         "sdss": producers.mmu_sdss(
-            producers.mmu_path(root / "sdss", "sdss", 100), [200.0, 200.1], [10.0, 10.1], rng, lengths=[3850, 3700]
+            producers.mmu_path(root / "sdss", "sdss", 100),
+            [200.0, 200.1],
+            [10.0, 10.1],
+            rng,
+            lengths=[3850, 3700],
         ),
         "gaia": producers.mmu_gaia(
-            producers.mmu_path(root / "gaia", "gaia", 7), [150.0, 250.0, 250.1], [2.0 - 0.4 * ARCSEC, -20.0, -20.1], rng
+            producers.mmu_path(root / "gaia", "gaia", 7),
+            [150.0, 250.0, 250.1],
+            [2.0 - 0.4 * ARCSEC, -20.0, -20.1],
+            rng,
         ),
     }
     out = root.parent / (root.name + "-dataset")

@@ -30,7 +30,9 @@ def test_ingested_spectra_embed_and_index(tmp_path):
     embed_dataset(ds, encoder, "spectrum", view_dir, batch_size=4, progress=False)
     store = EmbeddingStore.open(view_dir)
     assert store.vectors.shape == (len(ds), 4)
-    assert store.valid.tolist() == ds.catalog["has_spectrum_desi"].tolist()  # the image-only row has no spectrum
+    assert (
+        store.valid.tolist() == ds.catalog["has_spectrum_desi"].tolist()
+    )  # the image-only row has no spectrum
     vectors = store.normalized()
     built = build_index(vectors, "flat", use_gpu=False)
     _, hits = built.index.search(vectors[:3], 1)

@@ -76,7 +76,8 @@ def _scan_fits(path: Path) -> FileScan:
         if legacy_cutout.looks_like(hdul):
             return legacy_cutout.scan(path, hdul)
     raise fail(
-        path, None,
+        path,
+        None,
         "unrecognised FITS content; accepted: SDSS spec (COADD+SPECOBJ HDUs), DESI coadd (FIBERMAP + "
         "B/R/Z_FLUX), Legacy Survey cutout (image cube with BANDS), Gaia XP table (bp/rp_coefficients)",
     )

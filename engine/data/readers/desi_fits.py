@@ -56,7 +56,9 @@ def scan(path: Path, hdul: fits.HDUList) -> FileScan:
     nspec = len(tid)
     arms = _arms(path, hdul, nspec)
     objtype = column(fmap, path, "OBJTYPE", required=False, numeric=False)
-    is_target = np.ones(nspec, bool) if objtype is None else np.char.strip(np.asarray(objtype).astype(str)) == "TGT"
+    is_target = (
+        np.ones(nspec, bool) if objtype is None else np.char.strip(np.asarray(objtype).astype(str)) == "TGT"
+    )
     keep = is_target.copy()
     ids = tid.astype(np.int64)
     check_unique_ids(path, "TARGETID", ids[keep])
@@ -89,7 +91,9 @@ def scan(path: Path, hdul: fits.HDUList) -> FileScan:
             "name": [str(i) for i in ids[sel]],
             "ra": ra[sel],
             "dec": dec[sel],
-            "kind": cols.kind_from_class(spectype[sel]) if spectype is not None else np.array(["galaxy"] * len(sel), object),
+            "kind": cols.kind_from_class(spectype[sel])
+            if spectype is not None
+            else np.array(["galaxy"] * len(sel), object),
             "z": z[sel] if z is not None else np.full(len(sel), np.nan),
         }
     )
@@ -112,16 +116,24 @@ def scan(path: Path, hdul: fits.HDUList) -> FileScan:
                     bad = image_data(mh, path)[rows] != 0 if mh is not None else np.zeros(flux.shape, bool)
                     parts.append((waves[a], flux, ivar, bad))
                 f, iv, b = spectra.merge_arms(parts, grid)
-                yield ids[rows], {
-                    "spectrum_flux": f,
-                    "spectrum_ivar": iv,
-                    "spectrum_lambda": np.broadcast_to(grid.astype(np.float32), f.shape).copy(),
-                    "spectrum_mask": b,
-                }
+                yield (
+                    ids[rows],
+                    {
+                        "spectrum_flux": f,
+                        "spectrum_ivar": iv,
+                        "spectrum_lambda": np.broadcast_to(grid.astype(np.float32), f.shape).copy(),
+                        "spectrum_mask": b,
+                    },
+                )
 
     scan = FileScan(
-        path=path, source="spectrum_desi", catalog=catalog, rows=sel, read_arrays=read,
-        n_skipped=n_nan, kind_label=f"DESI coadd FITS (arms {''.join(arms)})",
+        path=path,
+        source="spectrum_desi",
+        catalog=catalog,
+        rows=sel,
+        read_arrays=read,
+        n_skipped=n_nan,
+        kind_label=f"DESI coadd FITS (arms {''.join(arms)})",
     )
     if not is_target.all():
         scan.notes.append(f"{int((~is_target).sum())} non-target (sky) fibres dropped")

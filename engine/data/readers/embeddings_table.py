@@ -74,7 +74,9 @@ def inspect(path: Path, cols: EmbeddingColumns) -> TableInfo:
     else:
         lists = [f.name for f in sch if _is_float_list(f.type)]
         if len(lists) != 1:
-            raise fail(path, "--vector-col", f"{len(lists)} list-of-float columns {lists}; name the vector column")
+            raise fail(
+                path, "--vector-col", f"{len(lists)} list-of-float columns {lists}; name the vector column"
+            )
         vector_col = lists[0]
     if pf.metadata.num_rows == 0:
         raise fail(path, None, "table has no rows")
@@ -124,8 +126,11 @@ def _convert(info: TableInfo, cols: EmbeddingColumns, rb: pa.RecordBatch) -> Bat
     bad = ~np.isfinite(ra) | (ra < 0) | (ra >= 360) | ~np.isfinite(dec) | (np.abs(dec) > 90)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise fail(path, cols.ra_col if not (0 <= ra[i] < 360) else cols.dec_col,
-                   f"position ({ra[i]!r}, {dec[i]!r}) of id {ids[i]} out of range")
+        raise fail(
+            path,
+            cols.ra_col if not (0 <= ra[i] < 360) else cols.dec_col,
+            f"position ({ra[i]!r}, {dec[i]!r}) of id {ids[i]} out of range",
+        )
     vec = rb.column(info.vector_col)
     lengths = pc.list_value_length(vec).to_numpy(zero_copy_only=False)
     present = ~np.isnan(lengths.astype(np.float64)) if lengths.dtype.kind == "f" else np.ones(n, bool)
@@ -133,14 +138,21 @@ def _convert(info: TableInfo, cols: EmbeddingColumns, rb: pa.RecordBatch) -> Bat
         present &= ~vec.is_null().to_numpy(zero_copy_only=False)
     if (lengths[present] != info.dim).any():
         i = int(np.flatnonzero(present & (lengths != info.dim))[0])
-        raise fail(path, info.vector_col, f"vector of id {ids[i]} has {int(lengths[i])} values, others {info.dim}")
+        raise fail(
+            path, info.vector_col, f"vector of id {ids[i]} has {int(lengths[i])} values, others {info.dim}"
+        )
     vectors = np.full((n, info.dim), np.nan, np.float32)
     if present.all():
         vectors[:] = vec.flatten().to_numpy(zero_copy_only=False).reshape(n, info.dim)
     elif present.any():
-        vectors[present] = vec.filter(pa.array(present)).flatten().to_numpy(zero_copy_only=False).reshape(-1, info.dim)
+        vectors[present] = (
+            vec.filter(pa.array(present)).flatten().to_numpy(zero_copy_only=False).reshape(-1, info.dim)
+        )
     if info.kind_col:
-        kind = np.array([str(k).lower() if k is not None else "galaxy" for k in rb.column(info.kind_col).to_pylist()], object)
+        kind = np.array(
+            [str(k).lower() if k is not None else "galaxy" for k in rb.column(info.kind_col).to_pylist()],
+            object,
+        )
         unknown = sorted(set(kind) - set(schema.KINDS))
         if unknown:
             raise fail(path, info.kind_col, f"values {unknown[:5]}; accepted: {list(schema.KINDS)}")

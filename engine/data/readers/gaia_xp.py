@@ -81,7 +81,11 @@ def scan(path: Path, table: Table | None = None) -> FileScan:
     check_unique_ids(path, id_col, ids)
     ra_col, dec_col = cols.find(table.colnames, "ra"), cols.find(table.colnames, "dec")
     if ra_col is None or dec_col is None:
-        raise fail(path, "ra" if ra_col is None else "dec", "missing column; join the XP table with gaia_source for positions")
+        raise fail(
+            path,
+            "ra" if ra_col is None else "dec",
+            "missing column; join the XP table with gaia_source for positions",
+        )
     ra, dec = check_positions(path, np.asarray(table[ra_col]), np.asarray(table[dec_col]), ra_col, dec_col)
     bp, rp, bpe, rpe = (_vectors(path, table, c) for c in ARRAY_COLUMNS)
     coeff = np.concatenate([bp, rp], axis=1)
@@ -94,20 +98,39 @@ def scan(path: Path, table: Table | None = None) -> FileScan:
         return None if c is None or table[c].dtype.kind not in "iuf" else np.asarray(table[c], np.float64)
 
     scalars = cols.scalar_columns("xp_gaia", get)
-    probs = {k: get(k) for k in ("classprob_dsc_combmod_star", "classprob_dsc_combmod_quasar", "classprob_dsc_combmod_galaxy")}
+    probs = {
+        k: get(k)
+        for k in (
+            "classprob_dsc_combmod_star",
+            "classprob_dsc_combmod_quasar",
+            "classprob_dsc_combmod_galaxy",
+        )
+    }
     kind = cols.kind_from_gaia({k: v for k, v in probs.items() if v is not None}, n)
     sel = np.flatnonzero(keep)
-    catalog = pd.DataFrame(
-        {"object_id": ids, "name": [str(i) for i in ids], "ra": ra, "dec": dec, "kind": kind, **scalars}
-    ).iloc[sel].reset_index(drop=True)
+    catalog = (
+        pd.DataFrame(
+            {"object_id": ids, "name": [str(i) for i in ids], "ra": ra, "dec": dec, "kind": kind, **scalars}
+        )
+        .iloc[sel]
+        .reset_index(drop=True)
+    )
     coeff_err = np.concatenate([bpe, rpe], axis=1)
 
     def read(chunk: int):
         for start in range(0, len(sel), chunk):
             rows = sel[start : start + chunk]
-            yield ids[rows], {"coeff": coeff[rows].astype(np.float32), "coeff_error": coeff_err[rows].astype(np.float32)}
+            yield (
+                ids[rows],
+                {"coeff": coeff[rows].astype(np.float32), "coeff_error": coeff_err[rows].astype(np.float32)},
+            )
 
     return FileScan(
-        path=path, source="xp_gaia", catalog=catalog, rows=sel, read_arrays=read,
-        n_skipped=int(n - keep.sum()), kind_label=f"Gaia XP table ({path.suffix.lstrip('.') or 'fits'})",
+        path=path,
+        source="xp_gaia",
+        catalog=catalog,
+        rows=sel,
+        read_arrays=read,
+        n_skipped=int(n - keep.sum()),
+        kind_label=f"Gaia XP table ({path.suffix.lstrip('.') or 'fits'})",
     )

@@ -63,7 +63,11 @@ def _load(path: Path, hdul: fits.HDUList):
         cube = image_data(first, path)
         bands = _bands_of_cube(first.header, cube.shape[0])
         if bands is None:
-            raise fail(path, "BANDS", f"header names no bands for the {cube.shape[0]} image planes (BANDS or BAND0..)")
+            raise fail(
+                path,
+                "BANDS",
+                f"header names no bands for the {cube.shape[0]} image planes (BANDS or BAND0..)",
+            )
         ivar = image_data(ivars[0], path) if ivars else None
         if ivar is not None and ivar.shape != cube.shape:
             raise fail(path, ivars[0].name or "IVAR", f"shape {ivar.shape}, expected {cube.shape}")
@@ -93,7 +97,9 @@ def scan(path: Path, hdul: fits.HDUList) -> FileScan:
     bands_text, cube, ivar, header = _load(path, hdul)
     bands = images.map_bands("image_ls", bands_text)
     if bands is None:
-        raise fail(path, "BANDS", f"unknown band names {bands_text}; accepted: g, r, i, z or {list(schema.LS_BANDS)}")
+        raise fail(
+            path, "BANDS", f"unknown band names {bands_text}; accepted: g, r, i, z or {list(schema.LS_BANDS)}"
+        )
     if len(set(bands)) != len(bands):
         raise fail(path, "BANDS", f"repeated band names {bands_text}")
     if not np.isfinite(cube).any():
@@ -110,7 +116,9 @@ def scan(path: Path, hdul: fits.HDUList) -> FileScan:
     if not wcs.has_celestial:
         raise fail(path, "CTYPE1", "no celestial WCS (RA---TAN / DEC--TAN) in the header")
     if abs(scale / schema.LS_PIXEL_SCALE - 1) > SCALE_TOLERANCE:
-        raise fail(path, "CD1_1", f"pixel scale {scale:.4f}\"/pix; accepted: {schema.LS_PIXEL_SCALE}\"/pix (native)")
+        raise fail(
+            path, "CD1_1", f'pixel scale {scale:.4f}"/pix; accepted: {schema.LS_PIXEL_SCALE}"/pix (native)'
+        )
     ra_arr, dec_arr = check_positions(path, [ra % 360.0], [dec], "CRVAL1", "CRVAL2")
     oid = idmod.position_id(ra_arr, dec_arr)
     catalog = pd.DataFrame(
@@ -121,12 +129,23 @@ def scan(path: Path, hdul: fits.HDUList) -> FileScan:
         with open_fits(path) as again:
             _, cube2, ivar2, _ = _load(path, again)
         fields = images.standardize(
-            "image_ls", bands, cube2[None], images.robust_ivar(cube2[None]) if ivar2 is None else ivar2[None], None,
+            "image_ls",
+            bands,
+            cube2[None],
+            images.robust_ivar(cube2[None]) if ivar2 is None else ivar2[None],
+            None,
             scale=np.full((1, len(bands)), scale, np.float32),
         )
         yield oid, fields
 
-    scan = FileScan(path=path, source="image_ls", catalog=catalog, rows=np.zeros(1, np.int64), read_arrays=read, kind_label="Legacy Survey cutout FITS")
+    scan = FileScan(
+        path=path,
+        source="image_ls",
+        catalog=catalog,
+        rows=np.zeros(1, np.int64),
+        read_arrays=read,
+        kind_label="Legacy Survey cutout FITS",
+    )
     if ivar is None:
         scan.notes.append("no inverse-variance HDU: ivar from a robust (MAD) noise estimate per band")
     missing = [b for b in schema.LS_BANDS if b not in bands]

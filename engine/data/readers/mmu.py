@@ -100,7 +100,11 @@ def scan(path: Path) -> FileScan:
             return _scan_spectrum(f)
         if f.has("image_array"):
             return _scan_image(f)
-        raise fail(path, None, "not a Multimodal Universe file: none of 'image_array', 'spectrum_flux', 'coeff' found")
+        raise fail(
+            path,
+            None,
+            "not a Multimodal Universe file: none of 'image_array', 'spectrum_flux', 'coeff' found",
+        )
 
 
 # --- ids -----------------------------------------------------------------------------------
@@ -157,7 +161,7 @@ def _float_array(f: _File, name: str, ndim: int, n: int, tail: tuple | None = No
     return ds
 
 
-# --- images (MMU's bit_mask / image_mask are clean-pixel maps: True = usable) --------------------------------------------------------------------------------
+# --- images (MMU bit_mask / image_mask are clean-pixel maps: True = usable) ---------------
 
 
 def _scan_image(f: _File) -> FileScan:
@@ -206,11 +210,17 @@ def _scan_image(f: _File) -> FileScan:
             names = text if text is not None else [str(i) for i in ids]
         else:
             ids, names = _int_or_text_ids(f, ("object_id",), n)
-        kind = cols.kind_from_ls_type(f.column(n, "TYPE")) if f.has("TYPE") else np.array(["galaxy"] * n, object)
+        kind = (
+            cols.kind_from_ls_type(f.column(n, "TYPE")) if f.has("TYPE") else np.array(["galaxy"] * n, object)
+        )
     else:
         ids, names = _int_or_text_ids(f, ("object_id",), n)
         ext = f.column(n, "i_extendedness_value", required=False, numeric=True)
-        kind = np.where(ext == 0, "star", "galaxy").astype(object) if ext is not None else np.array(["galaxy"] * n, object)
+        kind = (
+            np.where(ext == 0, "star", "galaxy").astype(object)
+            if ext is not None
+            else np.array(["galaxy"] * n, object)
+        )
     check_unique_ids(f.path, "object_id", ids)
     ra, dec = _positions(f, n)
     scalars = cols.scalar_columns(source, f.getter(n))
@@ -226,7 +236,9 @@ def _scan_image(f: _File) -> FileScan:
         source=source,
         catalog=_catalog(ids, names, ra, dec, kind, scalars, keep),
         rows=rows,
-        read_arrays=lambda chunk: _read_images(f.path, source, bands, ids, rows, ivar_name, mask_name, variance, chunk),
+        read_arrays=lambda chunk: _read_images(
+            f.path, source, bands, ids, rows, ivar_name, mask_name, variance, chunk
+        ),
         n_skipped=int(n - keep.sum()),
         kind_label=f"MMU {'Legacy Survey' if source == 'image_ls' else 'HSC'} images",
     )
@@ -301,17 +313,20 @@ def _scan_spectrum(f: _File) -> FileScan:
     if lam.shape not in ((n, length), (length,)):
         raise fail(f.path, "spectrum_lambda", f"shape {lam.shape}, expected {(n, length)} or {(length,)}")
     if f.has("spectrum_mask") and f.dataset("spectrum_mask").shape != (n, length):
-        raise fail(f.path, "spectrum_mask", f"shape {f.dataset('spectrum_mask').shape}, expected {(n, length)}")
+        raise fail(
+            f.path, "spectrum_mask", f"shape {f.dataset('spectrum_mask').shape}, expected {(n, length)}"
+        )
     first_wave = np.asarray(f.read("spectrum_lambda", 0 if lam.ndim == 2 else slice(None)), np.float64)
     if not np.isfinite(first_wave).any() or np.nanmax(first_wave) <= 0:
         raise fail(f.path, "spectrum_lambda", "no positive wavelengths")
-    is_sdss = any(f.has(c) for c in SDSS_HINT_COLUMNS) or (
-        not f.has("TARGETID") and _is_log_grid(first_wave)
-    )
+    is_sdss = any(f.has(c) for c in SDSS_HINT_COLUMNS) or (not f.has("TARGETID") and _is_log_grid(first_wave))
     source = "spectrum_sdss" if is_sdss else "spectrum_desi"
     if is_sdss and all(f.has(c) for c in ("PLATE", "MJD", "FIBERID")):
         ids = idmod.sdss_id(*(f.column(n, c, numeric=True) for c in ("PLATE", "MJD", "FIBERID")))
-        names = [f"{p}-{m}-{fb}" for p, m, fb in zip(*(f.column(n, c) for c in ("PLATE", "MJD", "FIBERID")), strict=True)]
+        names = [
+            f"{p}-{m}-{fb}"
+            for p, m, fb in zip(*(f.column(n, c) for c in ("PLATE", "MJD", "FIBERID")), strict=True)
+        ]
     else:
         ids, names = _int_or_text_ids(f, ("object_id", "TARGETID", "SPECOBJID"), n)
     check_unique_ids(f.path, "object_id", ids)
@@ -349,7 +364,11 @@ def _read_spectra(path, ids, rows, grid, is_sdss, chunk) -> Iterator:
             flux = take(h["spectrum_flux"], sel)
             ivar = take(h["spectrum_ivar"], sel)
             wave = take(lam, sel) if lam.ndim == 2 else lam[...]
-            bad = take(h["spectrum_mask"], sel).astype(bool) if "spectrum_mask" in h else np.zeros(flux.shape, bool)
+            bad = (
+                take(h["spectrum_mask"], sel).astype(bool)
+                if "spectrum_mask" in h
+                else np.zeros(flux.shape, bool)
+            )
             wave = np.asarray(wave, np.float64)
             bad = bad | (np.broadcast_to(wave, flux.shape) <= 0)  # MMU SDSS pads with lambda = -1
             fields = spectra.on_grid(wave, flux, ivar, bad, grid, log=is_sdss)
@@ -401,7 +420,10 @@ def _read_gaia(path, ids, rows, chunk) -> Iterator:
     with h5py.File(path, "r") as h:
         for start in range(0, len(rows), chunk):
             sel = rows[start : start + chunk]
-            yield ids[sel], {
-                "coeff": take(h["coeff"], sel).astype(np.float32),
-                "coeff_error": take(h["coeff_error"], sel).astype(np.float32),
-            }
+            yield (
+                ids[sel],
+                {
+                    "coeff": take(h["coeff"], sel).astype(np.float32),
+                    "coeff_error": take(h["coeff_error"], sel).astype(np.float32),
+                },
+            )

@@ -71,7 +71,7 @@ class IngestReport:
         per = ", ".join(f"{k} {v}" for k, v in self.per_source.items())
         out.append(
             f"ingested {len(self.good)} file(s), skipped {len(self.bad)} bad; {self.objects} objects "
-            f"({per}); {self.multi_source_rows} cross-matched within {self.radius_arcsec:g}\" -> {self.out} "
+            f'({per}); {self.multi_source_rows} cross-matched within {self.radius_arcsec:g}" -> {self.out} '
             f"[hash {self.dataset_hash}] in {self.seconds:.1f} s"
         )
         return out

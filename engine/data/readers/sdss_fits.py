@@ -40,7 +40,9 @@ def scan(path: Path, hdul: fits.HDUList) -> FileScan:
     specobj = table_data(hdu(hdul, path, "SPECOBJ"), path)
     flux, loglam, ivar, and_mask = _spectrum(path, hdul)
     if not (flux.ndim == loglam.ndim == ivar.ndim == 1) or not (len(flux) == len(loglam) == len(ivar)):
-        raise fail(path, "COADD", f"columns flux/loglam/ivar have lengths {len(flux)}/{len(loglam)}/{len(ivar)}")
+        raise fail(
+            path, "COADD", f"columns flux/loglam/ivar have lengths {len(flux)}/{len(loglam)}/{len(ivar)}"
+        )
     if not np.isfinite(flux).any():
         raise fail(path, "flux", "NaN-only spectrum")
     if not np.isfinite(loglam).all() or not (3.0 < np.nanmedian(loglam) < 5.0):
@@ -73,7 +75,14 @@ def scan(path: Path, hdul: fits.HDUList) -> FileScan:
         fields = spectra.on_grid(wave, flux[None], ivar[None], bad[None], schema.sdss_wavelength(), log=True)
         yield oid, fields
 
-    scan = FileScan(path=path, source="spectrum_sdss", catalog=catalog, rows=np.zeros(1, np.int64), read_arrays=read, kind_label="SDSS spec FITS")
+    scan = FileScan(
+        path=path,
+        source="spectrum_sdss",
+        catalog=catalog,
+        rows=np.zeros(1, np.int64),
+        read_arrays=read,
+        kind_label="SDSS spec FITS",
+    )
     if len(flux) != len(schema.sdss_wavelength()):
         scan.notes.append(f"{len(flux)}-pixel spectrum resampled onto the schema SDSS grid")
     return scan
