@@ -160,12 +160,43 @@ def _same(meta_a: dict, meta_b: dict) -> bool:
     return all(meta_a.get(f) == meta_b.get(f) for f in fields)
 
 
+def tokenize_many(loaded, dataset, object_ids: np.ndarray, keys, *, batch_size: int = 64, progress: bool = True
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Codec token ids (int32 arrays) and presence flags for many objects, in ``object_ids`` order.
+
+    The codecs are the slow half of encoding; tokenizing once lets every input combination
+    reuse the same ids.
+    """
+    ids = np.asarray(object_ids, dtype=np.int64)
+    tokens: dict[str, list] = {k: [] for k in keys}
+    present: dict[str, list] = {k: [] for k in keys}
+    for start in tqdm(range(0, len(ids), batch_size), desc="tokenize", disable=not progress, unit="batch"):
+        t, p = tokenize(loaded, dataset, ids[start : start + batch_size], keys)
+        for k in keys:
+            tokens[k].append(t[k].cpu().numpy().astype(np.int32))
+            present[k].append(p[k])
+    return {k: np.concatenate(v) for k, v in tokens.items()}, {k: np.concatenate(v) for k, v in present.items()}
+
+
+def cache_is_current(loaded, dataset, object_ids: np.ndarray, keys, folder: Path) -> bool:
+    """Whether ``folder`` holds a finished cache for exactly this model, dataset, ids and keys."""
+    meta_path = Path(folder) / "meta.json"
+    if not meta_path.is_file():
+        return False
+    try:
+        return _same(json.loads(meta_path.read_text()), _meta_for(loaded, dataset, Layout(tuple(keys)), np.asarray(object_ids)))
+    except ValueError:
+        return False
+
+
 def build_token_cache(
-    loaded, dataset, object_ids: np.ndarray, keys, folder: Path, *, batch_size: int = 32, progress: bool = True
+    loaded, dataset, object_ids: np.ndarray, keys, folder: Path, *, batch_size: int = 32, progress: bool = True,
+    token_ids: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None,
 ) -> TokenCache:
     """Encode ``object_ids`` once with the combination ``keys``; reuse a matching finished cache.
 
-    Resumable: chunks go into ``*.partial`` memmaps and ``progress.json`` records how many
+    ``token_ids``: optional output of :func:`tokenize_many` for these ids (a superset of keys),
+    so the codecs do not run again for every combination. Resumable: chunks go into ``*.partial`` memmaps and ``progress.json`` records how many
     rows are done; a rerun with the same model/dataset/ids continues from there.
     """
     layout = Layout(tuple(keys))
@@ -197,7 +228,12 @@ def build_token_cache(
                disable=not progress, unit="obj")
     for start in range(done, len(ids), batch_size):
         chunk = ids[start : start + batch_size]
-        out, mask = embed_objects_canonical(loaded, dataset, chunk, layout)
+        if token_ids is None:
+            out, mask = embed_objects_canonical(loaded, dataset, chunk, layout)
+        else:
+            sl = slice(start, start + len(chunk))
+            out, mask = encode_canonical(loaded.model, {k: torch.from_numpy(token_ids[0][k][sl]) for k in layout.keys},
+                                         {k: token_ids[1][k][sl] for k in layout.keys}, layout)
         emb[start : start + len(chunk)] = out.float().cpu().numpy().astype(np.float16)
         msk[start : start + len(chunk)] = mask.cpu().numpy()
         emb.flush()

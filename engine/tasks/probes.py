@@ -31,7 +31,14 @@ from engine.data.store import open_dataset
 from engine.errors import DatasetError
 from engine.paths import results_dir
 from engine.tasks import arrays, metrics, segmentation
-from engine.tasks.features import INPUT_COMBOS, TokenCache, build_token_cache, combo_keys
+from engine.tasks.features import (
+    INPUT_COMBOS,
+    TokenCache,
+    build_token_cache,
+    cache_is_current,
+    combo_keys,
+    tokenize_many,
+)
 from engine.tasks.fitting import FitConfig, fit, load_head, masked_mse, predict, save_head
 from engine.tasks.heads import MorphologyProbe, PropertyProbe, SegmentationHead
 from engine.tasks.splits import is_held_out, unit_hash, validation_ids
@@ -227,10 +234,12 @@ def train_probes(
     ``<results_dir(dataset, model)>/probes``). ``max_objects`` caps the labelled objects used
     (a deterministic subset), which bounds the one-off encoding cost on a CPU.
     """
+    from engine.model.fast import enable_fast_attention
     from engine.model.loading import load_model
 
     dataset = open_dataset(dataset_dir)
     loaded = loaded if loaded is not None else load_model(model_dir)
+    enable_fast_attention(loaded.model)
     out = Path(out_dir) if out_dir is not None else probes_dir(dataset, model_dir)
     catalog = dataset.catalog
     ids = select_objects(catalog, max_objects, seed)
@@ -243,9 +252,15 @@ def train_probes(
                      "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "max_objects": max_objects,
                      "n_objects": int(len(ids)), "combos": {}}
     heldout_frames = []
-    for combo in combos or tuple(INPUT_COMBOS):
+    combo_list = combos or tuple(INPUT_COMBOS)
+    all_keys = tuple(dict.fromkeys(k for c in combo_list for k in combo_keys(c, loaded.token_keys)))
+    stale = [c for c in combo_list if not cache_is_current(loaded, dataset, ids, combo_keys(c, loaded.token_keys),
+                                                           out / "tokens" / c)]
+    token_ids = tokenize_many(loaded, dataset, ids, all_keys, progress=progress) if stale else None
+    for combo in combo_list:
         keys = combo_keys(combo, loaded.token_keys)
-        cache = build_token_cache(loaded, dataset, ids, keys, out / "tokens" / combo, progress=progress)
+        cache = build_token_cache(loaded, dataset, ids, keys, out / "tokens" / combo, progress=progress,
+                                  token_ids=token_ids)
         combo_res: dict = {"keys": list(keys)}
         for group, (kind, targets) in PROPERTY_GROUPS.items():
             fitted = _fit_property_group(cache, catalog, ids, kind, targets, seed, config, f"{combo} {group}")
