@@ -317,3 +317,53 @@ def test_json_report(tmp_path, capsys):
         and report["dataset_hash"] == open_dataset(tmp_path / "ds").hash
     )
     assert "junk.h5" in captured.err and len(captured.err.strip().splitlines()) == 1
+
+
+def test_interrupted_ingest_resumes_without_rereading_finished_files(tmp_path, monkeypatch):
+    import engine.data.ingest as ingest_mod
+
+    rng = np.random.default_rng(15)
+    root = tmp_path / "in"
+    for h in range(3):
+        p = producers.mmu_path(root, "gaia", h)
+        producers.mmu_gaia(p, [10.0 + h, 10.5 + h], [0.0, 0.0], rng)
+        _edit(p, source_id=np.array([100 + 2 * h, 101 + 2 * h], np.int64))
+    fresh = ingest([root], tmp_path / "fresh", "mmu", progress=False)
+
+    reads: list[str] = []
+    crash_on = {"name": "healpix=1"}
+    real_scan = ingest_mod.scan_file
+
+    def spying_scan(path, fmt):
+        sc = real_scan(path, fmt)
+        inner = sc.read_arrays
+
+        def read_arrays(chunk):
+            reads.append(path.parent.name)
+            if crash_on["name"] == path.parent.name:
+                raise KeyboardInterrupt  # killed while reading the second file
+            yield from inner(chunk)
+
+        sc.read_arrays = read_arrays
+        return sc
+
+    monkeypatch.setattr(ingest_mod, "scan_file", spying_scan)
+    with pytest.raises(KeyboardInterrupt):
+        ingest([root], tmp_path / "ds", "mmu", progress=False)
+    assert reads == ["healpix=0", "healpix=1"] and not (tmp_path / "ds").exists()
+    reads.clear()
+    crash_on["name"] = None
+    report = ingest([root], tmp_path / "ds", "mmu", progress=False)
+    assert reads == ["healpix=1", "healpix=2"]  # the first file's staged part was reused
+    assert any("resumed: 1 of 3" in n for n in report.notes)
+    assert report.dataset_hash == fresh.dataset_hash
+    assert not [p for p in tmp_path.iterdir() if "ingest-job" in p.name]  # cleaned up after commit
+    # changed inputs invalidate a stale job instead of reusing it
+    crash_on["name"] = "healpix=2"
+    with pytest.raises(KeyboardInterrupt):
+        ingest([root], tmp_path / "ds2", "mmu", progress=False)
+    _edit(producers.mmu_path(root, "gaia", 0), parallax=np.array([9.0, 9.0]))
+    crash_on["name"] = None
+    reads.clear()
+    ingest([root], tmp_path / "ds2", "mmu", progress=False)
+    assert reads == ["healpix=0", "healpix=1", "healpix=2"]
