@@ -42,7 +42,7 @@ def rss_bytes() -> int:
     return 0
 
 
-def clustered(n: int, dim: int, seed: int, n_clusters: int = 1000, intrinsic: int = 48) -> np.ndarray:
+def clustered(n: int, dim: int, seed: int, spread: float = 0.5, n_clusters: int = 1000, intrinsic: int = 48) -> np.ndarray:
     """Unit vectors drawn like embeddings: cluster centres + a shared low-rank (48-d) spread at half the centre scale + small
     isotropic noise. Fully isotropic 768-d noise would be an unrealistically hard ANN case."""
     rng = np.random.default_rng(seed)
@@ -53,7 +53,7 @@ def clustered(n: int, dim: int, seed: int, n_clusters: int = 1000, intrinsic: in
     for s in range(0, n, block):
         m = min(block, n - s)
         lab = rng.integers(n_clusters, size=m)
-        x = centers[lab] + 0.5 * (rng.standard_normal((m, intrinsic), dtype=np.float32) @ basis)
+        x = centers[lab] + spread * (rng.standard_normal((m, intrinsic), dtype=np.float32) @ basis)
         x += 0.3 * rng.standard_normal((m, dim), dtype=np.float32)
         out[s : s + m] = x
     faiss.normalize_L2(out)
@@ -106,10 +106,11 @@ def bench_kind(kind: str, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, k: 
         "rss_growth_bytes": max(0, rss1 - rss0),
         "index_file_bytes": file_size_of(built.index),
         "_built": built,
+        "_tuning": tuning,
     }
 
 
-def bench_e2e(built: fb.BuiltIndex, xb: np.ndarray, n_lookups: int = 200) -> dict:
+def bench_e2e(built: fb.BuiltIndex, tuning: fb.Tuning, xb: np.ndarray, n_lookups: int = 200) -> dict:
     """Write a real view folder around ``built`` and time Searcher.similar(object_id) (+ metadata)."""
     import pandas as pd
 
@@ -144,7 +145,6 @@ def bench_e2e(built: fb.BuiltIndex, xb: np.ndarray, n_lookups: int = 200) -> dic
         dataset_hash="bench-e2e",
         view="image",
     )
-    tuning = fb.tune(built, xb)
     mf.write_index_and_manifest(
         view,
         built,
@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=768)
     p.add_argument("--kinds", nargs="+", default=["flat", "ivfpq", "hnsw"], choices=fb.KINDS)
     p.add_argument("--queries", type=int, default=300)
+    p.add_argument("--spread", type=float, default=0.5,
+                   help="within-cluster spread relative to the centres (0.5 clustered; 1.0 clusters overlap: hard)")
     p.add_argument(
         "--e2e", action="store_true", help="also time Searcher.similar end to end on the auto kind"
     )
@@ -232,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "benchmark": "faiss cosine indexes (engine.index.faiss_build)",
         "dim": args.dim,
-        "data": "clustered: 1000 centres (N(0,1) per dim) + 0.5 x shared 48-d spread + 0.3 isotropic noise, unit rows",
+        "data": f"clustered: 1000 centres (N(0,1) per dim) + {args.spread} x shared 48-d spread + 0.3 isotropic noise, "
+                "unit rows",
+        "spread": args.spread,
         "machine": {
             "cpus": os.cpu_count(),
             "faiss_threads": faiss.omp_get_max_threads(),
@@ -252,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for n in args.sizes:
         t0 = time.perf_counter()
-        x = clustered(n + args.queries, args.dim, seed=n)
+        x = clustered(n + args.queries, args.dim, seed=n, spread=args.spread)
         xb, xq = x[:n], np.ascontiguousarray(x[n:])
         del x
         t_gen = time.perf_counter() - t0
@@ -269,11 +273,14 @@ def main(argv: list[str] | None = None) -> int:
         for kind in args.kinds:
             print(f"[bench] n={n:,} kind={kind} ...", flush=True)
             r = bench_kind(kind, xb, xq, truth)
-            built = r.pop("_built")
+            built, tuning = r.pop("_built"), r.pop("_tuning")
             print(f"[bench]   {r}", flush=True)
             entry["kinds"].append(r)
             if args.e2e and kind == auto:
-                entry["e2e"] = bench_e2e(built, xb)
+                try:
+                    entry["e2e"] = bench_e2e(built, tuning, xb)
+                except Exception as exc:  # keep the index numbers even if the end-to-end part breaks
+                    entry["e2e"] = {"error": f"{type(exc).__name__}: {exc}"}
                 print(f"[bench]   e2e {entry['e2e']}", flush=True)
             del built
             gc.collect()

@@ -55,6 +55,7 @@ def _spectrum_source(dataset) -> str | None:
 
 def _bin(x: np.ndarray, f: int, axes: tuple[int, ...]) -> np.ndarray:
     for ax in axes:
+        ax %= x.ndim
         n = x.shape[ax] // f * f
         x = np.take(x, np.arange(n), axis=ax)
         shape = list(x.shape)

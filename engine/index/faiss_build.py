@@ -49,7 +49,7 @@ ADD_BATCH = 20_000
 
 _EF_SEARCH_GRID = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 _NPROBE_GRID = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-_K_FACTOR_GRID = (4, 8, 16, 32)
+_K_FACTOR_GRID = (4, 8, 16, 32, 64, 128)
 
 
 @dataclass

@@ -79,7 +79,7 @@ def build_index_dataset(root, seed: int = 0, n_gal: int = N_GAL):
     cat["truth_is_lens"] = np.concatenate([lens, np.zeros(N_STAR, bool)])
     images = np.stack([_galaxy(c, is_lens, rng) for c, is_lens in zip(classes, lens, strict=True)])
     wave = schema.desi_wavelength()
-    spec_rows = np.r_[0:36, n_gal : n_gal + N_STAR]  # galaxies 36..47 have no spectrum; stars do
+    spec_rows = np.r_[0 : n_gal * 3 // 4, n_gal : n_gal + N_STAR]  # the last quarter of galaxies lack spectra; stars have them
     spectra = np.stack([_spectrum(classes[i] if i < n_gal else SMOOTH, z[i], rng, wave) for i in spec_rows])
     with DatasetWriter(root, overwrite=True) as w:
         w.append("image_ls", ids[:n_gal], image_array=images, image_ivar=np.full_like(images, 10.0),
