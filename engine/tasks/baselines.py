@@ -28,7 +28,13 @@ from engine.data.store import open_dataset
 from engine.paths import results_dir
 from engine.tasks import arrays, metrics
 from engine.tasks.fitting import FitConfig, fit, masked_mse, predict
-from engine.tasks.probes import GALAXY_TARGETS, MORPHOLOGY_TARGET, STAR_TARGETS, select_objects
+from engine.tasks.probes import (
+    DEFAULT_MAX_OBJECTS,
+    GALAXY_TARGETS,
+    MORPHOLOGY_TARGET,
+    STAR_TARGETS,
+    select_objects,
+)
 from engine.tasks.splits import is_held_out, validation_ids
 
 N_CLASSES = len(schema.MORPHOLOGY_CLASSES)
@@ -251,7 +257,7 @@ def unet_on_images(dataset, ids, seed, config, results, max_galaxies: int | None
 
 
 def run_baselines(
-    dataset_dir, out_dir=None, *, seed: int = 0, epochs: int = 15, max_objects: int | None = None,
+    dataset_dir, out_dir=None, *, seed: int = 0, epochs: int = 15, max_objects: int | None = DEFAULT_MAX_OBJECTS,
     progress: bool = True, reuse: bool = True, max_seg_galaxies: int | None = 1500,
 ) -> dict:
     """Train and score the three baselines; results JSON + held-out predictions cached per dataset."""

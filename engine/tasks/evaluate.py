@@ -24,6 +24,7 @@ from engine.paths import PROJECT_ROOT
 from engine.tasks.baselines import baselines_dir, run_baselines
 from engine.tasks.features import INPUT_COMBOS
 from engine.tasks.probes import (
+    DEFAULT_MAX_OBJECTS,
     GALAXY_TARGETS,
     MORPHOLOGY_TARGET,
     STAR_TARGETS,
@@ -296,7 +297,7 @@ def _rgb_masks(masks: np.ndarray, channels: list[int]) -> np.ndarray:
 
 def evaluate(
     dataset_dir, model_dir, out_dir=None, *, seed: int = 0, epochs: int = 30, baseline_epochs: int = 15,
-    max_objects: int | None = 3000, superres_per_kind: int = 40, superres: GenerationConfig = GenerationConfig(),
+    max_objects: int | None = DEFAULT_MAX_OBJECTS, superres_per_kind: int = 40, superres: GenerationConfig = GenerationConfig(),
     progress: bool = True, retrain: bool = False,
 ) -> dict:
     """Produce the results table and plots; returns the results dict (also written as JSON)."""

@@ -26,7 +26,14 @@ from tqdm.auto import tqdm
 from engine.data.store import open_dataset
 from engine.paths import results_dir
 from engine.tasks.features import Layout, combo_keys, embed_objects_canonical, open_token_cache
-from engine.tasks.probes import BEST_COMBO, apply_heads, load_heads, probes_dir, train_probes
+from engine.tasks.probes import (
+    BEST_COMBO,
+    DEFAULT_MAX_OBJECTS,
+    apply_heads,
+    load_heads,
+    probes_dir,
+    train_probes,
+)
 
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "pred_z", "pred_log_mstar", "pred_ssfr", "pred_teff", "pred_logg", "pred_feh", "pred_morphology", "pred_morphology_prob",
@@ -62,7 +69,7 @@ def _frame(ids: np.ndarray, preds: pd.DataFrame) -> pd.DataFrame:
 
 def cache_predictions(
     dataset_dir, model_dir, *, batch_size: int = 32, progress: bool = True, train_if_missing: bool = True,
-    max_objects: int | None = 3000, loaded=None,
+    max_objects: int | None = DEFAULT_MAX_OBJECTS, loaded=None,
 ) -> Path:
     """Write ``predictions.parquet`` for every catalog object (idempotent: reused when up to date).
 

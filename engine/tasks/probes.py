@@ -55,6 +55,8 @@ BEST_COMBO = "photometry+image+spectrum"
 #: the segmentation head reads the image tokens of this combination's encoder pass
 SEGMENTATION_COMBO = "photometry+image"
 DEFAULT_EPOCHS = 30
+#: labelled objects used by default (a deterministic subset): bounds the one-off encoding on a CPU
+DEFAULT_MAX_OBJECTS = 3000
 
 
 def probes_dir(dataset, model) -> Path:
@@ -222,7 +224,7 @@ def train_probes(
     seed: int = 0,
     epochs: int = DEFAULT_EPOCHS,
     progress: bool = True,
-    max_objects: int | None = None,
+    max_objects: int | None = DEFAULT_MAX_OBJECTS,
     combos: tuple[str, ...] | None = None,
     batch_size: int = 64,
     max_seg_galaxies: int | None = 1500,
