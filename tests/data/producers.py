@@ -57,6 +57,7 @@ def mmu_legacysurvey(path: Path, ra, dec, rng, *, size: int = 160, types=None) -
     ivar = rng.uniform(0.5, 2.0, (n, 4, size, size)).astype(np.float32)
     mask = np.ones((n, size, size), bool)
     mask[:, :5] = False
+    mask[:, size // 2, size // 3 :] = False  # a bad row through the centre
     cols = {
         "RELEASE": np.full(n, 10000, np.int16),
         "BRICKID": (np.arange(n) + 331000).astype(np.int32),

@@ -102,7 +102,7 @@ def standardize(
         if clean is not None:
             good &= np.asarray(clean[:, j], dtype=bool)
         out_img[:, k] = fit_size(np.where(finite, img, 0).astype(np.float32), 0)
-        out_ivar[:, k] = fit_size(iv, 0)
+        out_ivar[:, k] = fit_size(np.where(good, iv, 0).astype(np.float32), 0)  # masked pixels: no weight
         out_bad[:, k] = fit_size(~good, True)
         if psf_fwhm is not None:
             out_psf[:, k] = psf_fwhm[:, j]
