@@ -1,0 +1,154 @@
+"""The AION-1 masking sampler: which tokens each example shows the encoder and asks the decoder for.
+
+Per example (following the AION-1 paper, §pretraining):
+
+1. pick an *anchor* modality uniformly among the modalities the object has;
+2. show a uniformly random number (1 … min(anchor tokens, input budget)) of its tokens;
+3. fill the rest of the input budget from the other present modalities, each getting a
+   share drawn from a flat Dirichlet (weighted sampling without replacement, so a one-token
+   scalar is as likely to be shown as a whole image); each non-anchor modality is withheld
+   from the input with probability ``input_withhold`` (used only if the others run out), so
+   one-token modalities such as redshift are left over as targets often enough to learn them;
+4. draw a target weight per present modality from a Beta distribution skewed to zero and
+   take exactly the target budget from the tokens not shown, by weighted sampling without
+   replacement (a few modalities dominate each example's targets, most get none).
+
+Budgets are EXACT: ``FourM.forward`` keeps the first ``num_encoder_tokens`` unmasked tokens
+in concatenation order and silently drops the rest, so an example over budget would lose its
+last modalities' tokens without any error. Every example gets exactly
+``min(input_budget, available - 1)`` inputs (one token is always left for a target) and
+``min(target_budget, available - inputs)`` targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class MaskingConfig:
+    """Token budgets and the two sampling distributions (see module docstring)."""
+
+    input_budget: int
+    target_budget: int
+    input_dirichlet_alpha: float = 1.0
+    input_withhold: float = 0.5
+    target_beta: tuple[float, float] = (0.3, 1.5)  # mean 0.17: skewed to zero
+
+    def __post_init__(self) -> None:
+        if self.input_budget < 1 or self.target_budget < 1:
+            raise ValueError(
+                f"token budgets must be >= 1, got input {self.input_budget!r}, target {self.target_budget!r}"
+            )
+        if self.input_dirichlet_alpha <= 0 or min(self.target_beta) <= 0:
+            raise ValueError(
+                f"distribution parameters must be > 0, got alpha {self.input_dirichlet_alpha!r}, "
+                f"beta {self.target_beta!r}"
+            )
+
+
+def _weighted_order(rng: np.random.Generator, weights: np.ndarray) -> np.ndarray:
+    """Indices in the order of a weighted sample without replacement (Efraimidis-Spirakis keys)."""
+    u = rng.random(len(weights))
+    keys = np.log(np.maximum(u, 1e-300)) / np.maximum(weights, 1e-12)
+    return np.argsort(-keys, kind="stable")
+
+
+def sample_example(
+    counts: np.ndarray, present: np.ndarray, config: MaskingConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Input and target selections for ONE example over the flattened token axis.
+
+    ``counts[m]`` is modality m's token count, ``present[m]`` whether the object has it.
+    Returns two boolean arrays of length ``counts.sum()``: shown to the encoder, and targets.
+    """
+    total = int(counts.sum())
+    mod_of_token = np.repeat(np.arange(len(counts)), counts)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    shown = np.zeros(total, dtype=bool)
+    target = np.zeros(total, dtype=bool)
+    mods = np.flatnonzero(present & (counts > 0))
+    available = int(counts[mods].sum())
+    if available < 2:
+        if available == 1:  # a lone token can only be a target
+            target[starts[mods[0]]] = True
+        return shown, target
+
+    n_in = min(config.input_budget, available - 1)
+    anchor = int(rng.choice(mods))
+    n_anchor = int(rng.integers(1, min(int(counts[anchor]), n_in) + 1))
+    anchor_tokens = starts[anchor] + rng.permutation(int(counts[anchor]))
+    shown[anchor_tokens[:n_anchor]] = True
+
+    rest = n_in - n_anchor
+    if rest > 0:
+        others = mods[mods != anchor]
+        share = np.zeros(len(counts))
+        withheld = np.zeros(len(counts), dtype=bool)
+        if len(others):
+            share[others] = rng.dirichlet(np.full(len(others), config.input_dirichlet_alpha))
+            withheld[others] = rng.random(len(others)) < config.input_withhold
+        candidates = np.flatnonzero(present[mod_of_token] & ~shown)
+        cand_mod = mod_of_token[candidates]
+        per_token = share[cand_mod] / counts[cand_mod]
+        order = _weighted_order(rng, per_token)
+        # fill from the allowed modalities, then withheld ones, then the anchor's leftovers
+        tier = np.where(cand_mod == anchor, 2, np.where(withheld[cand_mod], 1, 0))[order]
+        order = order[np.argsort(tier, kind="stable")]
+        shown[candidates[order[:rest]]] = True
+
+    n_tgt = min(config.target_budget, available - n_in)
+    weights = np.zeros(len(counts))
+    weights[mods] = rng.beta(*config.target_beta, size=len(mods))
+    candidates = np.flatnonzero(present[mod_of_token] & ~shown)
+    per_token = weights[mod_of_token[candidates]] / counts[mod_of_token[candidates]]
+    order = _weighted_order(rng, per_token)
+    target[candidates[order[:n_tgt]]] = True
+    return shown, target
+
+
+def sample_masks(
+    token_counts: Mapping[str, int],
+    present: Mapping[str, np.ndarray],
+    config: MaskingConfig,
+    rng: np.random.Generator,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-modality ``input_mask`` and ``target_mask`` (True = hidden / not a target), shape (B, n).
+
+    ``present[key]`` is a (B,) bool array; keys are taken in ``token_counts`` order.
+    """
+    keys = list(token_counts)
+    counts = np.array([token_counts[k] for k in keys], dtype=np.int64)
+    present_matrix = np.stack([np.asarray(present[k], dtype=bool) for k in keys], axis=1)
+    batch = present_matrix.shape[0]
+    shown = np.zeros((batch, int(counts.sum())), dtype=bool)
+    target = np.zeros_like(shown)
+    for b in range(batch):
+        shown[b], target[b] = sample_example(counts, present_matrix[b], config, rng)
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    input_mask = {k: ~shown[:, bounds[i] : bounds[i + 1]] for i, k in enumerate(keys)}
+    target_mask = {k: ~target[:, bounds[i] : bounds[i + 1]] for i, k in enumerate(keys)}
+    return input_mask, target_mask
+
+
+def build_mod_dict(
+    tokens: Mapping[str, torch.Tensor],
+    input_mask: Mapping[str, np.ndarray],
+    target_mask: Mapping[str, np.ndarray],
+    device: torch.device | str = "cpu",
+) -> dict[str, dict[str, torch.Tensor]]:
+    """The ``mod_dict`` ``FourM.forward`` trains on (ids, both masks, a zero decoder attention mask)."""
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key, ids in tokens.items():
+        tmask = torch.from_numpy(np.ascontiguousarray(target_mask[key])).to(device)
+        out[key] = {
+            "tensor": ids.to(device=device, dtype=torch.long),
+            "input_mask": torch.from_numpy(np.ascontiguousarray(input_mask[key])).to(device),
+            "target_mask": tmask,
+            "decoder_attention_mask": torch.zeros(tmask.shape, dtype=torch.long, device=device),
+        }
+    return out

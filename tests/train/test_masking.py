@@ -1,0 +1,72 @@
+"""The AION-1 masking sampler: budgets are exact over many random draws (property test)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.train.masking import MaskingConfig, build_mod_dict, sample_masks
+
+COUNTS = {"tok_image": 576, "tok_spectrum_desi": 273, "tok_flux_g": 1, "tok_flux_r": 1, "tok_z": 1, "tok_xp_bp": 55}
+
+
+@pytest.mark.parametrize("budgets", [(256, 128), (32, 16), (1, 1), (900, 900), (5, 300)])
+def test_budgets_exact_over_many_draws(budgets):
+    cfg = MaskingConfig(*budgets)
+    rng = np.random.default_rng(0)
+    batch = 16
+    for draw in range(40):
+        present = {k: rng.random(batch) < 0.7 for k in COUNTS}
+        if draw == 0:  # edge cases: nothing, one scalar only, everything
+            present = {k: np.zeros(batch, bool) for k in COUNTS}
+            present["tok_z"][1] = True
+            present["tok_flux_g"][2] = present["tok_flux_r"][2] = True
+            for k in COUNTS:
+                present[k][3] = True
+        in_mask, tgt_mask = sample_masks(COUNTS, present, cfg, rng)
+        shown = np.concatenate([~in_mask[k] for k in COUNTS], axis=1)
+        target = np.concatenate([~tgt_mask[k] for k in COUNTS], axis=1)
+        avail = np.array([sum(COUNTS[k] * present[k][b] for k in COUNTS) for b in range(batch)])
+        n_in = shown.sum(1)
+        n_tgt = target.sum(1)
+        expect_in = np.where(avail >= 2, np.minimum(cfg.input_budget, avail - 1), 0)
+        expect_tgt = np.where(avail >= 2, np.minimum(cfg.target_budget, avail - expect_in), avail)
+        np.testing.assert_array_equal(n_in, expect_in)
+        np.testing.assert_array_equal(n_tgt, expect_tgt)
+        assert not (shown & target).any(), "a token is both input and target"
+        for k in COUNTS:  # absent modalities are never shown nor targeted
+            absent = ~present[k]
+            assert in_mask[k][absent].all() and tgt_mask[k][absent].all()
+
+
+def test_anchor_and_target_distribution_are_varied():
+    """Over many draws every modality is sometimes input and sometimes target; targets are skewed."""
+    cfg = MaskingConfig(64, 32)
+    rng = np.random.default_rng(1)
+    present = {k: np.ones(256, bool) for k in COUNTS}
+    in_mask, tgt_mask = sample_masks(COUNTS, present, cfg, rng)
+    for k in COUNTS:
+        assert (~in_mask[k]).any(axis=1).mean() > 0.05, k
+        assert (~tgt_mask[k]).any(axis=1).mean() > 0.05, k
+    # Beta skewed to zero: most examples draw targets from few modalities
+    mods_per_example = np.stack([(~tgt_mask[k]).any(axis=1) for k in COUNTS], 1).sum(1)
+    assert np.median(mods_per_example) < len(COUNTS)
+
+
+def test_mod_dict_matches_fourm_contract():
+    rng = np.random.default_rng(2)
+    counts = {"tok_flux_g": 1, "tok_image": 576}
+    present = {k: np.ones(3, bool) for k in counts}
+    in_mask, tgt_mask = sample_masks(counts, present, MaskingConfig(8, 4), rng)
+    toks = {k: torch.randint(0, 10, (3, n)) for k, n in counts.items()}
+    md = build_mod_dict(toks, in_mask, tgt_mask)
+    for k, n in counts.items():
+        assert md[k]["tensor"].dtype == torch.long and md[k]["tensor"].shape == (3, n)
+        assert md[k]["input_mask"].dtype == torch.bool and md[k]["target_mask"].shape == (3, n)
+        assert md[k]["decoder_attention_mask"].dtype == torch.long
+
+
+def test_rejects_bad_budgets():
+    with pytest.raises(ValueError, match="budgets"):
+        MaskingConfig(0, 4)
