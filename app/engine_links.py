@@ -31,9 +31,7 @@ def searcher(store, view: str):
     if not (cfg.view_dir(store.name, view) / "manifest.json").is_file():
         raise missing_index(cfg.dataset_dir, cfg.model, view)
     try:
-        found = mod.Searcher.open(cfg.dataset_dir, cfg.model, view, index_root=cfg.index_root)
-    except TypeError:  # an engine whose Searcher.open does not take index_root reads AION_INDEX_ROOT
-        found = mod.Searcher.open(cfg.dataset_dir, cfg.model, view)
+        found = mod.Searcher.open(cfg.dataset_dir, cfg.model, view, view_dir=cfg.view_dir(store.name, view))
     except EngineError as exc:
         raise AppMessage(f"Cannot open the {view} index: {exc}") from exc
     with _LOCK:

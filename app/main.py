@@ -26,16 +26,33 @@ TAB_TITLES = {
 }
 
 
-def _views(store, state) -> dict:
+def view_classes() -> dict:
     from app.views.embedding_map import MapView
     from app.views.labels import LabelsView
     from app.views.outreach import OutreachView
     from app.views.segmentation import SegmentationView
     from app.views.similar import SimilarView
 
-    classes = {"sky": SkyView, "object": ObjectView, "similar": SimilarView, "segmentation": SegmentationView,
-               "spectrum": SpectrumView, "map": MapView, "labels": LabelsView, "outreach": OutreachView}
-    return {name: classes[name](store, state) for name in TABS}
+    return {"sky": SkyView, "object": ObjectView, "similar": SimilarView, "segmentation": SegmentationView,
+            "spectrum": SpectrumView, "map": MapView, "labels": LabelsView, "outreach": OutreachView}
+
+
+class LazyViews:
+    """Builds a session's views on first display only: a session that looks at the sky never pays
+    for the gallery search, the map's PCA or the tour (Tabs(dynamic=True) renders only the active tab)."""
+
+    def __init__(self, store, state):
+        self.store, self.state = store, state
+        self.classes = view_classes()
+        self.built: dict = {}
+
+    def get(self, name: str):
+        if name not in self.built:
+            self.built[name] = self.classes[name](self.store, self.state)
+        return self.built[name]
+
+    def pane(self, name: str):
+        return pn.param.ParamFunction(lambda: self.get(name), lazy=True, sizing_mode="stretch_width")
 
 
 def build_app(config: AppConfig | None = None, sync_url: bool = True):
@@ -48,8 +65,8 @@ def build_app(config: AppConfig | None = None, sync_url: bool = True):
     except AppMessage as msg:
         return pn.template.FastListTemplate(title="AION Explorer", main=[pn.pane.Alert(str(msg), alert_type="danger")])
     state = AppState(store)
-    views = _views(store, state)
-    tabs = pn.Tabs(*((TAB_TITLES[k], v) for k, v in views.items()), dynamic=True, sizing_mode="stretch_width")
+    views = LazyViews(store, state)
+    tabs = pn.Tabs(*((TAB_TITLES[k], views.pane(k)) for k in TABS), dynamic=True, sizing_mode="stretch_width")
 
     def tab_to_index(event):
         tabs.active = list(TABS).index(event.new)
@@ -71,7 +88,8 @@ def build_app(config: AppConfig | None = None, sync_url: bool = True):
         title="AION Explorer", main=[pn.Column(header, message, tabs, sizing_mode="stretch_width")],
         accent_base_color="#1f4e79", header_background="#1f4e79", theme_toggle=False,
     )
-    template.aion_state = state  # tests and benchmarks reach the session state through the template
+    template.aion_state = state  # tests and benchmarks reach the session state and views through the template
+    template.aion_views = views
     return template
 
 

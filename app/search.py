@@ -40,15 +40,24 @@ def _unpack(store, result) -> pd.DataFrame:
     return results_frame(store, [h.object_id for h in hits], [h.score for h in hits])
 
 
+def _filters(kinds: list[str] | None, z_range: tuple[float, float] | None) -> dict:
+    out: dict = {}
+    if kinds:
+        out["kinds"] = list(kinds)
+    if z_range is not None:
+        out["z_range"] = (float(z_range[0]), float(z_range[1]))
+    return out
+
+
 def by_object(store, view: str, object_id: int, k: int, kinds: list[str] | None = None,
-              query_view: str | None = None) -> pd.DataFrame:
+              query_view: str | None = None, z_range: tuple[float, float] | None = None) -> pd.DataFrame:
     """The k nearest objects to ``object_id`` (itself excluded) in ``view``; cross-modal when
     ``query_view`` differs (the query embedded from that modality, searched in ``view``)."""
     searcher = engine_links.searcher(store, view)
-    filters = {"kind": kinds} if kinds else None
+    filters = _filters(kinds, z_range)
     if query_view and query_view != view:
-        return _unpack(store, searcher.search_cross_modal(object_id, query_view=query_view, k=k, filters=filters))
-    return _unpack(store, searcher.search_object(object_id, k=k, filters=filters))
+        return _unpack(store, engine_links.call(searcher.cross_modal, int(object_id), query_view, k=k, **filters))
+    return _unpack(store, engine_links.call(searcher.similar, int(object_id), k=k, **filters))
 
 
 def refine(store, view: str, object_id: int, liked: list[int], disliked: list[int], k: int,

@@ -19,6 +19,8 @@ CUTOUT_MAX = 30
 #: A tap selects the nearest object within this many screen pixels.
 TAP_RADIUS_PX = 12
 PLOT_WIDTH = 820
+#: Columns shown on hover (where the catalog has them), besides the colour column.
+HOVER_COLUMNS = ("kind", "z")
 ARCSEC = 1 / 3600
 
 
@@ -44,10 +46,14 @@ class SkyView(View):
 
     # --- plot ----------------------------------------------------------------------------
 
+    def _points(self, colour: str):
+        """Points with only the columns the raster needs: hover values for every pixel are computed
+        per vdim (``selector``), so a 40-column frame would cost ~1 s per render."""
+        vdims = [c for c in dict.fromkeys(["object_id", *HOVER_COLUMNS, colour]) if c in self.store.catalog.columns]
+        return hv.Points(self.store.catalog[["ra", "dec", *vdims]], kdims=["ra", "dec"], vdims=vdims)
+
     def _build(self, focus=None):
-        cat = self.store.catalog
-        vdims = [c for c in self.store.colour_columns] + ["object_id"]
-        points = hv.Points(cat, kdims=["ra", "dec"], vdims=vdims)
+        points = hv.DynamicMap(pn.bind(self._points, self.state.param.colour))
         raster = rasterize(points, aggregator=self.param.aggregator, selector=ds.first("object_id"))
         shaded = dynspread(raster, threshold=0.6, max_px=3).apply.opts(cmap=self.cmap.param.value)
         shaded = shaded.opts(

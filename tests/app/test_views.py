@@ -177,3 +177,22 @@ def test_outreach_tour_picks_objects(store, state):
     assert isinstance(page, pn.Column)
     view._explore(None)
     assert state.object_id == tour["spiral"] and state.tab == "object"
+
+
+def test_build_app_is_lazy_and_syncs_tabs(app_config, tmp_path):
+    from dataclasses import replace
+
+    from app.main import build_app
+
+    tpl = build_app(app_config, sync_url=False)
+    state, views = tpl.aion_state, tpl.aion_views
+    assert views.built == {}  # nothing built until a tab is displayed
+    tabs = tpl.main[0][2]
+    state.tab = "spectrum"
+    assert tabs.active == 4
+    tabs.active = 1
+    assert state.tab == "object"
+    assert type(views.get("object")).__name__ == "ObjectView" and list(views.built) == ["object"]
+    broken = build_app(replace(app_config, dataset_dir=tmp_path / "missing"), sync_url=False)
+    alert = broken.main[0]
+    assert isinstance(alert, pn.pane.Alert) and "missing" in alert.object and "aion-engine prepare" in alert.object
