@@ -159,7 +159,42 @@ def bench_ingest_rates(tmp: Path, rng, quick: bool) -> list[dict]:
         }
     )
     print(f"ingest sdss spec FITS: {n} files in {seconds:.2f} s = {n / seconds:,.0f} objects/s", flush=True)
+    rows.append(_bench_embeddings(tmp, rng, 50_000 * scale, 128))
     return rows
+
+
+def _bench_embeddings(tmp: Path, rng, n: int, dim: int) -> dict:
+    """A published-embeddings Parquet table (list<float32> column), streamed into float16."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from engine.data.ingest import ingest_embeddings
+
+    vec = rng.normal(0, 1, (n, dim)).astype(np.float32)
+    table = pa.table(
+        {
+            "object_id": np.arange(n, dtype=np.int64),
+            "ra": rng.uniform(0, 360, n),
+            "dec": rng.uniform(-60, 60, n),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), dim).cast(
+                pa.list_(pa.float32())
+            ),
+        }
+    )
+    path = tmp / "embeddings.parquet"
+    pq.write_table(table, path, row_group_size=65_536)
+    del table, vec
+    t0 = time.perf_counter()
+    report = ingest_embeddings([path], tmp / "emb-ds", progress=False, index_root=tmp / "idx")
+    seconds = time.perf_counter() - t0
+    print(f"ingest embeddings table: {report.objects} rows x {dim} in {seconds:.2f} s", flush=True)
+    return {
+        "input": f"embeddings_parquet_{dim}d",
+        "format": "embeddings",
+        "objects": report.objects,
+        "seconds": seconds,
+        "objects_per_s": report.objects / seconds,
+    }
 
 
 def _fix_ids(root: Path) -> None:

@@ -45,12 +45,21 @@ def match(ra1, dec1, ra2, dec2, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC, *,
         return empty
     v1, v2 = unit_vectors(ra1, dec1), unit_vectors(ra2, dec2)
     bound = chord_of(radius_arcsec) * (1 + 1e-9)
-    # sliding-midpoint trees build several times faster than balanced ones and query as fast
+    # Sliding-midpoint trees build several times faster than balanced ones. Queries go in
+    # each tree's own leaf order (``tree.indices``): neighbouring queries then walk the same
+    # nodes, which is ~3x faster than random order on a 1 M catalogue (cache locality).
+    t1 = cKDTree(v1, balanced_tree=False, compact_nodes=False)
     t2 = cKDTree(v2, balanced_tree=False, compact_nodes=False)
-    d12, j12 = t2.query(v1, k=1, distance_upper_bound=bound, workers=workers)
+    d12 = np.empty(len(v1))
+    j12 = np.empty(len(v1), np.int64)
+    d12[t1.indices], j12[t1.indices] = t2.query(
+        v1[t1.indices], k=1, distance_upper_bound=bound, workers=workers
+    )
     i1 = np.flatnonzero(np.isfinite(d12))
     cand = np.unique(j12[i1])  # only these can be reciprocal: query back from them alone
-    t1 = cKDTree(v1, balanced_tree=False, compact_nodes=False)
+    rank2 = np.empty(len(v2), np.int64)
+    rank2[t2.indices] = np.arange(len(v2))
+    cand = cand[np.argsort(rank2[cand], kind="stable")]
     _, j21 = t1.query(v2[cand], k=1, distance_upper_bound=bound, workers=workers)
     back = np.full(len(v2), -1, np.int64)
     back[cand] = j21  # len(v1) where nothing lies within the radius: never equal to an index

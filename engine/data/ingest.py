@@ -366,6 +366,7 @@ def ingest_embeddings(
         scalar_names = sorted({c for i in infos for c in i.scalar_cols})
         scalars = {c: np.full(total, np.nan) for c in scalar_names}
         filled = 0
+        seen = np.zeros(0, np.int64)
         bar = tqdm(total=total, desc="read", unit="row", disable=not progress)
         for info in infos:
             start = filled
@@ -381,7 +382,7 @@ def ingest_embeddings(
                         scalars[c][sl] = b.scalars[c]
                     filled += m
                     bar.update(m)
-                _check_embedding_ids(info, ids, start, filled)
+                seen = _check_embedding_ids(info, ids, start, filled, seen)
             except ValidationError as exc:
                 report.files.append(FileResult.of(info.path, error=str(exc)))
                 bar.update(info.rows - (filled - start))
@@ -449,17 +450,20 @@ def ingest_embeddings(
     return report
 
 
-def _check_embedding_ids(info, ids: np.ndarray, start: int, stop: int) -> None:
-    """This file's ids are unique and new (earlier files' ids are ids[:start])."""
-    mine = ids[start:stop]
-    uniq, counts = np.unique(mine, return_counts=True)
+def _check_embedding_ids(info, ids: np.ndarray, start: int, stop: int, seen: np.ndarray) -> np.ndarray:
+    """This file's ids are unique and new; ``seen`` holds earlier files' ids, sorted.
+
+    Returns the new ``seen`` (a merge of two sorted runs, so many files stay near-linear).
+    """
+    name = info.path
+    uniq, counts = np.unique(ids[start:stop], return_counts=True)
     if (counts > 1).any():
-        raise ValidationError(f"{info.path}: field 'object_id': duplicated id {uniq[counts > 1][0]}")
-    if start:
-        earlier = np.sort(ids[:start])
-        pos = np.searchsorted(earlier, uniq).clip(0, start - 1)
-        hit = earlier[pos] == uniq
+        raise ValidationError(f"{name}: field 'object_id': duplicated id {uniq[counts > 1][0]}")
+    if len(seen):
+        pos = np.searchsorted(seen, uniq).clip(0, len(seen) - 1)
+        hit = seen[pos] == uniq
         if hit.any():
             raise ValidationError(
-                f"{info.path}: field 'object_id': id {uniq[hit][0]} already read from an earlier file"
+                f"{name}: field 'object_id': id {uniq[hit][0]} already read from an earlier file"
             )
+    return np.sort(np.concatenate([seen, uniq]), kind="stable")
