@@ -80,6 +80,7 @@ def _mmu_corpus(root: Path, rng) -> tuple[list[Path], dict[Path, str]]:
     bad[spec("desi_no_ids", object_id=None, TARGETID=None)] = "object_id"
     bad[gaia("gaia_coeff_width", coeff=np.ones((2, 100), np.float32))] = "coeff"
     bad[gaia("gaia_string_ids", source_id=np.array([b"a", b"b"]))] = "source_id"
+    bad[gaia("gaia_no_objects", coeff=np.zeros((0, 110), np.float32))] = "coeff"
     # a second Legacy Survey file repeating the first good file's objects
     dup = producers.mmu_path(root / "zz_repeat", "dr10_south_21", 1)
     shutil.copy(good[0], dup)

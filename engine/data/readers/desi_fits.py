@@ -55,10 +55,14 @@ def scan(path: Path, hdul: fits.HDUList) -> FileScan:
         raise fail(path, "TARGETID", f"dtype {tid.dtype}, expected int64")
     nspec = len(tid)
     arms = _arms(path, hdul, nspec)
+    if nspec == 0:
+        raise fail(path, "FIBERMAP", "holds no spectra")
     objtype = column(fmap, path, "OBJTYPE", required=False, numeric=False)
     is_target = (
         np.ones(nspec, bool) if objtype is None else np.char.strip(np.asarray(objtype).astype(str)) == "TGT"
     )
+    if not is_target.any():
+        raise fail(path, "OBJTYPE", f"none of the {nspec} fibres is a target ('TGT')")
     keep = is_target.copy()
     ids = tid.astype(np.int64)
     check_unique_ids(path, "TARGETID", ids[keep])

@@ -154,6 +154,8 @@ def _float_array(f: _File, name: str, ndim: int, n: int, tail: tuple | None = No
     ds = f.dataset(name)
     if ds.ndim != ndim or ds.shape[0] != n:
         raise fail(f.path, name, f"shape {ds.shape}, expected {ndim} axes with {n} objects first")
+    if n == 0:
+        raise fail(f.path, name, "holds no objects")
     if tail is not None and ds.shape[1:] != tail:
         raise fail(f.path, name, f"shape {ds.shape}, expected (n, {', '.join(map(str, tail))})")
     if ds.dtype.kind not in "f":
