@@ -188,3 +188,19 @@ def test_optional_lsf_kept_only_when_every_file_has_it(mmu_root, tmp_path):
     got = ds.read("spectrum_desi", ds.ids)
     assert "spectrum_lsf_sigma" not in got  # half the rows lacking it would misalign the field
     assert got["spectrum_flux"].shape == (3, 7781)
+
+
+def test_hsc_without_variance_columns_gets_robust_noise_ivar(tmp_path):
+    import h5py
+
+    rng = np.random.default_rng(4)
+    path = producers.mmu_path(tmp_path / "in", "pdr3_wide", 1)
+    producers.mmu_hsc(path, [30.0, 30.1], [-1.0, -1.1], rng)  # pixels: N(0, 0.1) noise
+    with h5py.File(path, "a") as f:
+        for b in "grizy":
+            del f[f"{b}_variance_value"]
+    report = ingest([tmp_path / "in"], tmp_path / "ds", "mmu", progress=False)
+    assert any("MAD" in n for f in report.good for n in f.notes)
+    ds = open_dataset(tmp_path / "ds")
+    ivar = ds.read("image_hsc", ds.ids)["image_ivar"]
+    np.testing.assert_allclose(ivar, 1 / 0.1**2, rtol=0.05)  # 1 / sigma^2 of the noise, per cutout and band

@@ -61,7 +61,7 @@ class IngestReport:
             dropped = sum(f.skipped_objects for f in files)
             extra = f", {dropped} NaN-only objects dropped" if dropped else ""
             where = files[0].path if len(files) == 1 else f"{len(files)} files"
-            out.append(f"read {where}: {label}, {sum(f.objects for f in files)} objects{extra}")
+            out.append(f"read {where}: {label}, {sum(f.objects for f in files)} object(s){extra}")
             notes: dict[str, int] = {}
             for f in files:
                 for n in f.notes:
