@@ -85,8 +85,9 @@ def segmap_sheet(ds, path: Path, rng) -> Path:
     import matplotlib.pyplot as plt
 
     cat = ds.catalog
-    sel = cat[cat["truth_morphology"].isin([5, 6, 7, 1]) & cat["has_segmap"]].sort_values("shape_r", ascending=False)
-    ids = sel["object_id"].to_numpy()[:12]
+    big = cat[cat["has_segmap"]].sort_values("shape_r", ascending=False)
+    ids = np.concatenate([big.loc[big["truth_morphology"] == k, "object_id"].to_numpy()[:n]
+                          for k, n in ((5, 4), (6, 3), (7, 3), (1, 2))])
     if not len(ids):
         return path
     imgs = ds.read("image_ls", ids, ["image_array"])["image_array"]
