@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from einops import repeat
 from tqdm.auto import tqdm
 
 from engine.errors import ModelError
 from engine.model.modalities import MODALITIES, VIEWS, load_modalities
+from engine.paths import PROJECT_ROOT
 
 PHOTOMETRY_KEYS: tuple[str, ...] = VIEWS["photometry"]
 
@@ -39,6 +41,8 @@ INPUT_COMBOS: dict[str, tuple[str, ...]] = {
 }
 
 CACHE_FORMAT = 1
+#: where pretraining runs keep their token tables (``engine.train.pretrain.default_run_dir``)
+RUNS_ROOT = PROJECT_ROOT / "runs"
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,9 @@ def tokenize_many(loaded, dataset, object_ids: np.ndarray, keys, *, batch_size: 
     reuse the same ids.
     """
     ids = np.asarray(object_ids, dtype=np.int64)
+    reused = _from_training_table(loaded, dataset, ids, keys)
+    if reused is not None:
+        return reused
     tokens: dict[str, list] = {k: [] for k in keys}
     present: dict[str, list] = {k: [] for k in keys}
     for start in tqdm(range(0, len(ids), batch_size), desc="tokenize", disable=not progress, unit="batch"):
@@ -176,6 +183,31 @@ def tokenize_many(loaded, dataset, object_ids: np.ndarray, keys, *, batch_size: 
             tokens[k].append(t[k].cpu().numpy().astype(np.int32))
             present[k].append(p[k])
     return {k: np.concatenate(v) for k, v in tokens.items()}, {k: np.concatenate(v) for k, v in present.items()}
+
+
+def _from_training_table(loaded, dataset, ids: np.ndarray, keys) -> tuple[dict, dict] | None:
+    """Token ids from the pretraining run's token table (``runs/*/cache/tokens-<fingerprint>``), if one
+    was made with these very codecs on this dataset: saves running the codecs again."""
+    if loaded.path is None:
+        return None
+    try:
+        from engine.train import tokens as train_tokens
+
+        for meta_path in sorted(Path(RUNS_ROOT).glob("*/cache/tokens-*/meta.json")):
+            table_keys = json.loads(meta_path.read_text()).get("keys", [])
+            if not set(keys) <= set(table_keys):
+                continue
+            folder = meta_path.parent
+            if folder.name != f"tokens-{train_tokens.cache_fingerprint(dataset, loaded.path, table_keys)}":
+                continue
+            table = train_tokens.load_table(folder)
+            pos = pd.Index(table.object_ids).get_indexer(ids)
+            if (pos < 0).any():
+                continue
+            return ({k: table.tokens[k][pos].astype(np.int32) for k in keys}, {k: table.present[k][pos] for k in keys})
+    except (OSError, ValueError, KeyError, ModelError):
+        return None
+    return None
 
 
 def cache_is_current(loaded, dataset, object_ids: np.ndarray, keys, folder: Path) -> bool:

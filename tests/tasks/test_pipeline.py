@@ -169,3 +169,24 @@ def test_predict_and_evaluate_commands(trained, results_root, tiny_mock, task_mo
     assert "## Properties" in md and "## Verdicts" in md and "U-Net" in md
     for plot in ("scatter.png", "confusion.png", "segmentation.png", "superres.png"):
         assert (tmp_path / "res" / plot).stat().st_size > 1000, plot
+
+
+def test_tokenize_reuses_the_pretraining_token_table(tmp_path, tiny_mock, task_model_dir, monkeypatch):
+    from engine.data import open_dataset
+    from engine.model.loading import load_model
+    from engine.tasks import features
+    from engine.train import tokens as train_tokens
+
+    loaded, ds = load_model(task_model_dir), open_dataset(tiny_mock)
+    keys = features.combo_keys("photometry+image+spectrum", loaded.token_keys)
+    ids = ds.ids[::3]
+    fresh_tok, fresh_present = features.tokenize_many(loaded, ds, ids, keys, progress=False)
+    train_tokens.load_or_build(ds, task_model_dir, loaded.codecs, list(loaded.token_keys), tmp_path / "runs" / "m" / "cache")
+    monkeypatch.setattr(features, "RUNS_ROOT", tmp_path / "runs")
+    calls = []
+    monkeypatch.setattr(features, "tokenize", lambda *a, **k: calls.append(1))  # must not run the codecs
+    tok, present = features.tokenize_many(loaded, ds, ids, keys, progress=False)
+    assert not calls
+    for k in keys:
+        np.testing.assert_array_equal(present[k], fresh_present[k])
+        np.testing.assert_array_equal(tok[k][present[k]], fresh_tok[k][fresh_present[k]])
