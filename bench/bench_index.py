@@ -69,7 +69,8 @@ def file_size_of(index: faiss.Index) -> int:
     return size
 
 
-def bench_kind(kind: str, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, k: int = 10) -> dict:
+def bench_kind(kind: str, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, k: int = 10,
+               latency_queries: int = 300) -> dict:
     gc.collect()
     rss0 = rss_bytes()
     built = fb.build_index(xb, kind, use_gpu=False, progress=True)
@@ -82,11 +83,12 @@ def bench_kind(kind: str, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, k: 
     heldout_recall = fb.recall_at_k(ids, truth)
     _, ids_min = built.index.search(xq, k, params=fb.search_parameters(built.kind, tuning.minimal))
     heldout_recall_min = fb.recall_at_k(ids_min, truth)
-    times = []
-    for i in range(len(xq)):
-        t = time.perf_counter()
+    times, cpu = [], []
+    for i in range(min(len(xq), latency_queries)):
+        t, c = time.perf_counter(), time.process_time()
         built.index.search(xq[i : i + 1], k, params=sp)
         times.append((time.perf_counter() - t) * 1e3)
+        cpu.append((time.process_time() - c) * 1e3)
     t = time.perf_counter()
     built.index.search(xq, k, params=sp)
     batch_ms = (time.perf_counter() - t) * 1e3 / len(xq)
@@ -102,6 +104,9 @@ def bench_kind(kind: str, xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, k: 
         "recall10_heldout_at_minimal": round(heldout_recall_min, 4),
         "p50_ms": round(float(np.percentile(times, 50)), 3),
         "p99_ms": round(float(np.percentile(times, 99)), 3),
+        "cpu_p50_ms": round(float(np.percentile(cpu, 50)), 3),
+        "cpu_p99_ms": round(float(np.percentile(cpu, 99)), 3),
+        "load_avg_1m": os.getloadavg()[0],
         "batched_ms_per_query": round(batch_ms, 4),
         "rss_growth_bytes": max(0, rss1 - rss0),
         "index_file_bytes": file_size_of(built.index),
@@ -158,12 +163,13 @@ def bench_e2e(built: fb.BuiltIndex, tuning: fb.Tuning, xb: np.ndarray, n_lookups
     searcher = Searcher.open(data, "synthetic", "image", view_dir=view, model_hash="synthetic")
     open_s = time.perf_counter() - t0
     ids = rng.choice(cat["object_id"].to_numpy(), n_lookups, replace=False)
-    times = []
+    times, cpu = [], []
     for oid in ids:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         hits = searcher.similar(int(oid), k=10)
         _ = [h.to_dict() for h in hits]
         times.append((time.perf_counter() - t) * 1e3)
+        cpu.append((time.process_time() - c) * 1e3)
     t = time.perf_counter()
     hits = searcher.similar(int(ids[0]), k=10, kinds=["qso"], z_range=(0.5, 1.0))
     filt_ms = (time.perf_counter() - t) * 1e3
@@ -174,6 +180,8 @@ def bench_e2e(built: fb.BuiltIndex, tuning: fb.Tuning, xb: np.ndarray, n_lookups
         "open_s": round(open_s, 2),
         "similar_p50_ms": round(float(np.percentile(times, 50)), 3),
         "similar_p99_ms": round(float(np.percentile(times, 99)), 3),
+        "similar_cpu_p50_ms": round(float(np.percentile(cpu, 50)), 3),
+        "load_avg_1m": os.getloadavg()[0],
         "filtered_similar_ms (qso, 0.5<z<1)": round(filt_ms, 2),
         "filtered_hits": len(hits),
     }
@@ -272,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         auto = fb.choose_kind(n)
         for kind in args.kinds:
             print(f"[bench] n={n:,} kind={kind} ...", flush=True)
-            r = bench_kind(kind, xb, xq, truth)
+            r = bench_kind(kind, xb, xq, truth, latency_queries=args.latency_queries)
             built, tuning = r.pop("_built"), r.pop("_tuning")
             print(f"[bench]   {r}", flush=True)
             entry["kinds"].append(r)
