@@ -263,6 +263,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.text(i + w, r["engine_bf16_obj_s"], f"{r['ratio_bf16']:.1f}x", ha="center", va="bottom")
     ax.set_xticks(x, [f"{r['shape']}\n{r['params_m']} M, {r['tokens']} tok" for r in rows])
     ax.set_ylabel("objects / s (CPU)")
+    ax.set_ylim(top=1.2 * max(max(r["engine_obj_s"], r["engine_bf16_obj_s"]) for r in rows))
     ax.set_title(f"AION encoder on {os.cpu_count()} CPU cores, batch {rows[0]['batch']}")
     ax.legend()
     fig.tight_layout()

@@ -309,7 +309,9 @@ def token_embeddings(
                 sub_keys = [keys[c] for c in cols]
                 sub = {k: tokens[k][torch.as_tensor(rows, device=tokens[k].device)] for k in sub_keys}
                 out = encode_tokens(loaded.model, sub, "none", dtype=dtype).cpu().numpy()
-                pos = 0  # no hidden tokens in a group: output order is the concatenation order
+                # no hidden tokens in a group: outputs follow the concatenation order, after any
+                # register tokens the model prepends
+                pos = int(getattr(loaded.model, "num_register_tokens", 0) or 0)
                 for k in sub_keys:
                     a, b = layout[k]
                     values[start + rows, a:b] = out[:, pos : pos + (b - a)]

@@ -221,3 +221,22 @@ def test_embeds_the_mock_survey(tiny_model_dir, tiny_mock):
     for view, (emb, valid) in out.items():
         assert np.isfinite(emb).all() and np.all(emb[~valid] == 0), view
         assert valid.sum() > 0
+
+
+def test_token_embeddings_skip_register_tokens(tiny_model_dir, model_dataset, tiny_preset):
+    from aion import AION
+
+    from engine.model.loading import LoadedModel
+
+    base = load_model(tiny_model_dir)
+    torch.manual_seed(0)
+    model = AION({**base.config, "num_register_tokens": 2}).eval()
+    loaded = LoadedModel(model=model, codecs=base.codecs, config=base.config, model_id="reg", hash="0")
+    ds = open_dataset(model_dataset)
+    ids = ds.ids[[0, 1]]  # both have a DESI spectrum, no SDSS
+    values, mask = token_embeddings(loaded, ds, ids, "spectrum")
+    tokens, _ = tokenize_batch(loaded, ds, ids, ["tok_spectrum_desi"])
+    full = encode_tokens(model, {"tok_spectrum_desi": tokens["tok_spectrum_desi"]}, "none")
+    assert full.shape[1] == 2 + 273
+    np.testing.assert_allclose(values[:, :273], full[:, 2:].numpy(), atol=1e-5)
+    assert mask[:, :273].all() and not mask[:, 273:].any()
