@@ -206,13 +206,16 @@ def bench_end_to_end(preset, batch: int, repeats: int, device: torch.device) -> 
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--large", action="store_true", help="also the Large shape (738 M)")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on whatever device: checks the script")
-    args = ap.parse_args()
+    ap.add_argument(
+        "--out", type=Path, default=None, help="JSON path (default bench/results/encode_gpu*.json)"
+    )
+    args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 for the official baseline
@@ -237,7 +240,7 @@ def main() -> None:
         "transformer": {},
         "end_to_end": {},
     }
-    out = RESULTS / ("encode_gpu_smoke.json" if args.smoke else "encode_gpu.json")
+    out = args.out or RESULTS / ("encode_gpu_smoke.json" if args.smoke else "encode_gpu.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     for preset in shapes:
         row = bench_transformer(preset, args.batch, args.repeats, device)
