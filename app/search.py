@@ -30,13 +30,9 @@ def results_frame(store, object_ids, scores) -> pd.DataFrame:
     })
 
 
-def _unpack(store, result) -> pd.DataFrame:
-    """Accept the engine's result shapes: a frame, or an object/list with object_id and score."""
-    if isinstance(result, pd.DataFrame):
-        return results_frame(store, result["object_id"], result["score"])
-    if hasattr(result, "object_ids") and hasattr(result, "scores"):
-        return results_frame(store, result.object_ids, result.scores)
-    hits = list(result)
+def _unpack(store, hits) -> pd.DataFrame:
+    """The engine's list of ``Hit`` (object_id, score, ...) as a results frame."""
+    hits = list(hits)
     return results_frame(store, [h.object_id for h in hits], [h.score for h in hits])
 
 
@@ -56,26 +52,27 @@ def by_object(store, view: str, object_id: int, k: int, kinds: list[str] | None 
     searcher = engine_links.searcher(store, view)
     filters = _filters(kinds, z_range)
     if query_view and query_view != view:
-        return _unpack(store, engine_links.call(searcher.cross_modal, int(object_id), query_view, k=k, **filters))
+        source = engine_links.searcher(store, query_view)
+        return _unpack(store, engine_links.call(searcher.cross_modal, source, int(object_id), k=k, **filters))
     return _unpack(store, engine_links.call(searcher.similar, int(object_id), k=k, **filters))
 
 
 def refine(store, view: str, object_id: int, liked: list[int], disliked: list[int], k: int,
-           kinds: list[str] | None = None) -> pd.DataFrame:
-    """Relevance feedback: the query moves towards ``liked`` and away from ``disliked`` hits."""
+           kinds: list[str] | None = None, z_range: tuple[float, float] | None = None) -> pd.DataFrame:
+    """Relevance feedback (Rocchio): the query moves towards ``liked`` and away from ``disliked`` hits."""
     searcher = engine_links.searcher(store, view)
-    filters = {"kind": kinds} if kinds else None
-    return _unpack(store, searcher.search_feedback([object_id, *liked], disliked, k=k, filters=filters))
+    return _unpack(store, engine_links.call(searcher.feedback, list(liked), list(disliked), k,
+                                            query_id=int(object_id), **_filters(kinds, z_range)))
 
 
 def by_upload(store, view: str, path: Path, kind: str, k: int) -> pd.DataFrame:
     """Search with a FITS cutout or spectrum that is not in the dataset."""
     searcher = engine_links.searcher(store, view)
     try:
-        return _unpack(store, searcher.search_file(path, k=k))
+        return _unpack(store, searcher.similar_to_file(path, k=k))
     except AppMessage:
         raise
-    except Exception as exc:  # the engine names what it could not read in the file
+    except Exception as exc:  # engine errors name what they could not read in the file
         raise AppMessage(f"Cannot search with {path.name!r}: {exc}", "danger") from exc
 
 

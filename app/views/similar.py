@@ -21,6 +21,8 @@ class SimilarView(View):
     query_view = param.Selector(default="same", objects=["same", *VIEWS],
                                 doc="Embed the query from this modality (cross-modal when it differs from the view).")
     kinds = param.ListSelector(default=[], objects=["galaxy", "star", "qso"], doc="Keep only these kinds (none: all).")
+    filter_z = param.Boolean(default=False, label="Filter by redshift")
+    z_range = param.Range(default=(0.0, 1.0), bounds=(0.0, 7.0), doc="Keep hits with catalog z in this range.")
     refine = param.Event(label="Search again with + / − marks")
 
     def __init__(self, store, state, **params):
@@ -38,7 +40,7 @@ class SimilarView(View):
         self.query_text = ""
         state.param.watch(self._search, ["object_id", "view", "k"])
         state.param.watch(self._show_hits, "hits")
-        self.param.watch(self._search, ["query_view", "kinds"])
+        self.param.watch(self._search, ["query_view", "kinds", "filter_z", "z_range"])
         self._search()
 
     # --- searching -------------------------------------------------------------------------
@@ -65,7 +67,10 @@ class SimilarView(View):
             return
         qv = None if self.query_view == "same" else self.query_view
         self._run(search.by_object, self.state.view, int(self.state.object_id), self.state.k, list(self.kinds) or None,
-                  query_view=qv, query=f"object {self.state.object_id}, view {self.state.view}" + (f" from {qv}" if qv else ""))
+                  query_view=qv, z_range=self._z(), query=f"object {self.state.object_id}, view {self.state.view}" + (f" from {qv}" if qv else ""))
+
+    def _z(self) -> tuple[float, float] | None:
+        return tuple(self.z_range) if self.filter_z else None
 
     @param.depends("refine", watch=True)
     def _refine(self):
@@ -73,7 +78,7 @@ class SimilarView(View):
             self._report("Mark hits with “+ more” or “− less” first.")
             return
         self._run(search.refine, self.state.view, int(self.state.object_id), list(self.liked), list(self.disliked),
-                  self.state.k, list(self.kinds) or None, query=f"object {self.state.object_id} refined")
+                  self.state.k, list(self.kinds) or None, z_range=self._z(), query=f"object {self.state.object_id} refined")
 
     def _on_upload(self, event):
         if not event.new:
@@ -119,7 +124,7 @@ class SimilarView(View):
     def __panel__(self):
         controls = pn.Column(
             pn.widgets.RadioButtonGroup.from_param(self.state.param.view, label="Embedding view"),
-            pn.Param(self, parameters=["query_view", "kinds", "refine"], show_name=False,
+            pn.Param(self, parameters=["query_view", "kinds", "filter_z", "z_range", "refine"], show_name=False,
                      widgets={"kinds": pn.widgets.CheckButtonGroup}),
             pn.widgets.IntSlider.from_param(self.state.param.k, label="k"),
             pn.Row(pn.pane.Markdown("Export:"), self.csv, self.votable),

@@ -136,7 +136,8 @@ def superres_plot(out: dict, object_id: int):
     main = hv.Overlay(layers).opts(responsive=True, height=340, legend_position="top_left",
                                    title=f"Super-resolution of {object_id}")
     return pn.Column(*(pn.pane.Markdown(n) for n in notes),
-                     *(pn.pane.HoloViews(p, sizing_mode="stretch_width") for p in [main, *panels]), sizing_mode="stretch_width")
+                     *(pn.pane.HoloViews(p, sizing_mode="stretch_width") for p in [main, *panels]),
+                     sizing_mode="stretch_width", css_classes=["aion-superres"])
 
 
 #: f_lambda in 1e-17 erg/s/cm^2/A of 1 nanomaggy at 1 A: 3.631e-29 erg/s/cm^2/Hz * c (2.998e18 A/s) / 1e-17.

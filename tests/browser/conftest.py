@@ -34,19 +34,56 @@ JS_DATA_TO_SCREEN = """([xlabel, x, y]) => {
 }"""
 
 
+#: True when a rendered Bokeh figure's title contains the given text (titles are drawn on canvas).
+JS_HAS_FIGURE_TITLED = """(text) => Bokeh.index.all_views().some(
+  v => v.model.type === 'Figure' && v.model.title && String(v.model.title.text).includes(text))"""
+
+
+def wait_figure(page, title_part: str, timeout_ms: int = 30_000) -> None:
+    page.wait_for_function(JS_HAS_FIGURE_TITLED, arg=title_part, timeout=timeout_ms)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _build_index(dataset: Path, view: str = "image") -> None:
-    """Embed with the engine's pixel-PCA baseline and build its FAISS index (seconds on 64 objects),
-    through the same CLI users run."""
+def _tiny_model(dataset: Path, out: Path) -> Path:
+    """A random-weight AION model (dim 32, 1+1 blocks) saved as a model folder: enough for the engine's
+    real embedding and super-resolution code paths to run in about a second."""
+    import dataclasses
+
+    import torch
+
+    from engine.data import open_dataset
+    from engine.model.codecs import build_codecs, fill_quantile_table
+    from engine.model.loading import build_model, save_model
+    from engine.model.modalities import LS_FLUX_KEYS, load_modalities
+    from engine.model.presets import get_preset
+
+    keys = (*LS_FLUX_KEYS, "tok_flux_g_gaia", "tok_flux_bp_gaia", "tok_flux_rp_gaia", "tok_image",
+            "tok_spectrum_desi", "tok_xp_bp", "tok_xp_rp")
+    preset = dataclasses.replace(
+        get_preset("nano"), name="tiny-browser", dim=32, encoder_depth=1, decoder_depth=1, num_heads=2,
+        image_hidden_dims=8, image_multisurvey_projection_dims=8, spectrum_encoder_dims=(4, 8, 8, 16),
+        spectrum_decoder_dims=(8, 8, 4, 1), scalar_reservoir_size=64)
+    torch.manual_seed(0)
+    model, codecs = build_model(preset, keys).eval(), build_codecs(preset, keys)
+    ds = open_dataset(dataset)
+    scalar_keys = [k for k in keys if k not in ("tok_image", "tok_spectrum_desi")]
+    for key, (modality, present) in load_modalities(ds, ds.ids, scalar_keys).items():
+        fill_quantile_table(codecs[key], modality.value[torch.from_numpy(present.copy())])
+    save_model(out, model, codecs, {"preset": preset.name, "note": "random weights, browser tests only"})
+    return out
+
+
+def _build_index(dataset: Path, model: Path, view: str = "image") -> None:
+    """Embed with the model and build the FAISS index through the same CLI users run."""
     from engine.cli import main
 
     for verb in ("embed", "index"):
-        rc = main([verb, "--dataset", str(dataset), "--model", "pixel-pca", "--view", view])
+        rc = main([verb, "--dataset", str(dataset), "--model", str(model), "--view", view, "--quiet"])
         assert rc == 0, f"aion-engine {verb} failed for the browser-test dataset"
 
 
@@ -66,7 +103,8 @@ def served_app(tiny_mock, tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     index_root = root / "indexes"
     saved_root, paths.INDEX_ROOT = paths.INDEX_ROOT, index_root  # the engine's index root for this session
-    config = AppConfig(dataset_dir=tiny_mock, model="pixel-pca", index_root=index_root, labels_path=root / "labels.sqlite")
+    model = _tiny_model(tiny_mock, root / "tiny-browser")
+    config = AppConfig(dataset_dir=tiny_mock, model=str(model), index_root=index_root, labels_path=root / "labels.sqlite")
     port = _free_port()
     server = pn.serve({"/": lambda: build_app(config)}, port=port, threaded=True, show=False, start=True)
     deadline = time.time() + 30
@@ -86,7 +124,7 @@ def served_app(tiny_mock, tmp_path_factory):
 @pytest.fixture(scope="session")
 def image_index(served_app, tiny_mock):
     """Build the image index after the server started: the app opens searchers lazily."""
-    _build_index(tiny_mock)
+    _build_index(tiny_mock, Path(served_app[1].model))
 
 
 @pytest.fixture(scope="session")
