@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -216,17 +218,27 @@ class CodecSet:
     # --- persistence -----------------------------------------------------------------
 
     def save(self, model_dir: str | os.PathLike) -> None:
-        """Write ``model_dir/codecs/<name>/{config.json, model.safetensors}`` (official layout)."""
+        """Write ``model_dir/codecs/<name>/{config.json, model.safetensors}`` (official layout).
+
+        Each codec folder is written under a temporary name and renamed into place, so a crash
+        never leaves a codec with new weights and an old config (or half a file).
+        """
         from safetensors.torch import save_file
 
         root = Path(model_dir) / CODECS_DIR
+        root.mkdir(parents=True, exist_ok=True)
         for name, codec in self.by_folder().items():
-            folder = root / name
-            folder.mkdir(parents=True, exist_ok=True)
-            config = self.configs.get(name) or _config_of(codec)
-            state = {k: v.detach().to("cpu").contiguous() for k, v in codec.state_dict().items()}
-            save_file(_dedupe_shared(state), str(folder / WEIGHTS_FILE))
-            (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+            tmp = root / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            try:
+                config = self.configs.get(name) or _config_of(codec)
+                state = {k: v.detach().to("cpu").contiguous() for k, v in codec.state_dict().items()}
+                save_file(_dedupe_shared(state), str(tmp / WEIGHTS_FILE))
+                (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+                _replace_folder(tmp, root / name)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
 
     @classmethod
     def load(
@@ -259,6 +271,20 @@ class CodecSet:
                 loaded[name], configs[name] = load_codec_folder(codec_root / name, key)
             codecs[key] = loaded[name]
         return cls(codecs, configs).to(device).eval()
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``, replacing an existing folder only once ``new`` is complete."""
+    for path in new.iterdir():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def build_codecs(preset: ModelPreset, token_keys: Iterable[str]) -> CodecSet:

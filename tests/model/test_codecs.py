@@ -123,3 +123,18 @@ def test_mixed_precision_encode_keeps_valid_ids(tiny_preset, model_dataset):
         assert (mixed[key] == exact[key]).float().mean() > 0.5, key
     # the normalisation token comes from fp32 arithmetic in both paths
     assert torch.equal(mixed["tok_spectrum_desi"][:, 0], exact["tok_spectrum_desi"][:, 0])
+
+
+def test_save_replaces_codec_folders_whole(tmp_path, tiny_preset):
+    codecs = build_codecs(tiny_preset, ["tok_flux_g", "tok_image"])
+    codecs.save(tmp_path)
+    before = (tmp_path / "codecs" / "image" / "model.safetensors").read_bytes()
+    torch.nn.init.normal_(codecs["tok_image"].post_quant_proj.weight)
+    codecs.save(tmp_path)  # overwrite in place
+    assert (tmp_path / "codecs" / "image" / "model.safetensors").read_bytes() != before
+    assert sorted(p.name for p in (tmp_path / "codecs").iterdir()) == [
+        "FLUX_G",
+        "image",
+    ]  # no temp folders left
+    again = CodecSet.load(tmp_path, ["tok_image"])
+    assert torch.equal(again["tok_image"].post_quant_proj.weight, codecs["tok_image"].post_quant_proj.weight)
