@@ -7,8 +7,9 @@ at most the file being read:
    arrays). A bad file is reported in one line naming file and field, counted and skipped;
    a file repeating ids already read from another file of the same survey is bad too.
 2. **cross-match** the good files' catalogs (one row per object, several modalities).
-3. **stage** each file's standardised arrays as a part file (:mod:`readers.parts`); parts
-   of an interrupted run with the same inputs are reused, so a re-run resumes.
+3. **stage** the files' standardised arrays as part files (:mod:`readers.parts`; a large
+   file per part, runs of small files together); parts of an interrupted run with the same
+   inputs are reused, so a re-run resumes.
 4. **write**: stream the parts into a :class:`DatasetWriter`, which builds the dataset in a
    temporary folder and renames it into place only when complete.
 
@@ -35,7 +36,7 @@ from engine.data import crossmatch, schema
 from engine.data.readers import find_inputs, scan_file
 from engine.data.readers.base import CHUNK, FileScan
 from engine.data.readers.ids import text_id
-from engine.data.readers.parts import IngestJob
+from engine.data.readers.parts import IngestJob, batches_of
 from engine.data.readers.report import FileResult, IngestReport
 from engine.data.writer import DatasetWriter
 from engine.errors import ValidationError
@@ -232,27 +233,33 @@ def ingest(
     total = sum(len(s.catalog) for s in scans)
     optional = _common_optional_fields(scans)
     job = IngestJob(out, _job_key(scans, fmt, radius_arcsec))
-    reused = sum(job.done(k) for k in range(len(scans)))
+    groups = batches_of([len(sc.catalog) for sc in scans])
+    reused = [b for b in range(len(groups)) if job.done(b)]
     if reused:
-        report.notes.append(f"resumed: {reused} of {len(scans)} file(s) already staged by an interrupted run")
+        n_files = sum(len(groups[b]) for b in reused)
+        report.notes.append(
+            f"resumed: {n_files} of {len(scans)} file(s) already staged by an interrupted run"
+        )
     with tqdm(total=total, desc="stage", unit="obj", disable=not progress) as bar:
-        for k, sc in enumerate(scans):
-            if job.done(k):
-                bar.update(len(sc.catalog))
+        for b, members in enumerate(groups):
+            if job.done(b):
+                bar.update(sum(len(scans[k].catalog) for k in members))
                 continue
-            for m in job.stage(k, sc.read_arrays(CHUNK)):
+            chunks = (
+                (scans[k].source, ids, fields) for k in members for ids, fields in scans[k].read_arrays(CHUNK)
+            )
+            for m in job.stage(b, chunks):
                 bar.update(m)
     with DatasetWriter(out, overwrite=overwrite) as writer:
         bar = tqdm(total=total, desc="write", unit="obj", disable=not progress)
-        for k, sc in enumerate(scans):
-            lookup = mapping[sc.source]
-            src = schema.source(sc.source)
-            for ids, fields in job.read(k, CHUNK):
-                final = lookup.loc[np.asarray(ids, np.int64)].to_numpy(np.int64)
+        for b in range(len(groups)):
+            for source, ids, fields in job.read(b, CHUNK):
+                src = schema.source(source)
+                final = mapping[source].loc[np.asarray(ids, np.int64)].to_numpy(np.int64)
                 keep = {
-                    name: v for name, v in fields.items() if name in src.fields or name in optional[sc.source]
+                    name: v for name, v in fields.items() if name in src.fields or name in optional[source]
                 }
-                writer.append(sc.source, final, **keep)
+                writer.append(source, final, **keep)
                 bar.update(len(final))
         bar.close()
         info = {

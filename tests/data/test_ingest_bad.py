@@ -323,6 +323,9 @@ def test_json_report(tmp_path, capsys):
 def test_interrupted_ingest_resumes_without_rereading_finished_files(tmp_path, monkeypatch):
     import engine.data.ingest as ingest_mod
 
+    import engine.data.readers.parts as parts_mod
+
+    monkeypatch.setattr(parts_mod, "PART_MIN_OBJECTS", 1)  # one part per file (they hold 2 objects)
     rng = np.random.default_rng(15)
     root = tmp_path / "in"
     for h in range(3):
@@ -368,3 +371,11 @@ def test_interrupted_ingest_resumes_without_rereading_finished_files(tmp_path, m
     reads.clear()
     ingest([root], tmp_path / "ds2", "mmu", progress=False)
     assert reads == ["healpix=0", "healpix=1", "healpix=2"]
+
+
+def test_small_files_share_parts():
+    from engine.data.readers.parts import batches_of
+
+    assert batches_of([1] * 5, min_objects=2) == [[0, 1], [2, 3], [4]]
+    assert batches_of([10, 1, 1, 10], min_objects=5) == [[0], [1, 2, 3]]
+    assert batches_of([1] * 4, min_objects=100, max_files=3) == [[0, 1, 2], [3]]

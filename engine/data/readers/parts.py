@@ -1,8 +1,10 @@
 """Staged per-file arrays: what makes a long ingest resumable after a crash.
 
-The write pass first stages each input file's standardised arrays (already in the dataset
-layout) as ``<out-parent>/.<out>.ingest-job/parts/<k>.h5``, written to a temporary name and
-renamed when complete, so a part either exists whole or not at all. A re-run with the same
+The write pass first stages the input files' standardised arrays (already in the dataset
+layout) in parts ``<out-parent>/.<out>.ingest-job/parts/<k>.h5``, one group per source; a
+part holds one large file or a run of small ones (so 100 000 one-spectrum FITS files do not
+make 100 000 parts). Each part is written to a temporary name and renamed when complete,
+so it either exists whole or not at all. A re-run with the same
 inputs (paths, sizes, mtimes), format and radius finds the job, skips the files already
 staged, and then assembles the dataset from the parts through ``DatasetWriter``. Changed
 inputs or options start a fresh job. The job folder is removed once the dataset is
@@ -24,6 +26,8 @@ import numpy as np
 
 JOB_VERSION = 1
 IDS = "_ids"
+#: a part is closed once it holds this many objects: the unit of work a crash can lose
+PART_MIN_OBJECTS = 4096
 
 
 class IngestJob:
@@ -47,16 +51,17 @@ class IngestJob:
     def done(self, k: int) -> bool:
         return self.part(k).is_file()
 
-    def stage(self, k: int, chunks: Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]) -> Iterator[int]:
-        """Write file ``k``'s chunks to its part (atomically); yields the objects written per chunk."""
+    def stage(self, k: int, chunks: Iterator[tuple[str, np.ndarray, dict[str, np.ndarray]]]) -> Iterator[int]:
+        """Write ``(source, ids, fields)`` chunks to part ``k`` (atomically); yields objects per chunk."""
         final = self.part(k)
         tmp = final.with_suffix(".h5.tmp")
         try:
             with h5py.File(tmp, "w") as f:
-                for ids, fields in chunks:
-                    _append(f, IDS, np.asarray(ids, np.int64))
+                for source, ids, fields in chunks:
+                    group = f.require_group(source)
+                    _append(group, IDS, np.asarray(ids, np.int64))
                     for name, arr in fields.items():
-                        _append(f, name, np.asarray(arr))
+                        _append(group, name, np.asarray(arr))
                     yield len(ids)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -65,19 +70,39 @@ class IngestJob:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
-    def read(self, k: int, chunk: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    def read(self, k: int, chunk: int) -> Iterator[tuple[str, np.ndarray, dict[str, np.ndarray]]]:
+        """Part ``k``'s ``(source, ids, fields)`` chunks, sources in sorted order."""
         with h5py.File(self.part(k), "r") as f:
-            n = f[IDS].shape[0] if IDS in f else 0
-            names = [name for name in f if name != IDS]
-            for start in range(0, n, chunk):
-                sl = slice(start, start + chunk)
-                yield f[IDS][sl], {name: f[name][sl] for name in names}
+            for source in sorted(f):
+                group = f[source]
+                names = [name for name in group if name != IDS]
+                for start in range(0, group[IDS].shape[0], chunk):
+                    sl = slice(start, start + chunk)
+                    yield source, group[IDS][sl], {name: group[name][sl] for name in names}
 
     def finish(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _append(f: h5py.File, name: str, arr: np.ndarray) -> None:
+def batches_of(sizes: list[int], min_objects: int | None = None, max_files: int = 512) -> list[list[int]]:
+    """Consecutive file indices grouped into parts of at least ``min_objects`` objects (default
+    ``PART_MIN_OBJECTS``) or ``max_files`` files: large files get a part each, small ones share."""
+    min_objects = PART_MIN_OBJECTS if min_objects is None else min_objects
+    out: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for i, n in enumerate(sizes):
+        current.append(i)
+        total += n
+        if total >= min_objects or len(current) >= max_files:
+            out.append(current)
+            current, total = [], 0
+    if current:
+        out.append(current)
+    return out
+
+
+def _append(f: h5py.Group, name: str, arr: np.ndarray) -> None:
     if name not in f:
         f.create_dataset(
             name,
