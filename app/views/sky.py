@@ -19,6 +19,8 @@ CUTOUT_MAX = 30
 #: A tap selects the nearest object within this many screen pixels.
 TAP_RADIUS_PX = 12
 PLOT_WIDTH = 820
+#: Box select lists at most this many objects.
+BOX_MAX = 500
 #: Columns shown on hover (where the catalog has them), besides the colour column.
 HOVER_COLUMNS = ("kind", "z")
 ARCSEC = 1 / 3600
@@ -39,6 +41,10 @@ class SkyView(View):
         self.colour = pn.widgets.Select.from_param(state.param.colour, label="Colour by")
         self.cmap = pn.widgets.Select(label="Colour map", options=["viridis", "fire", "kbc", "coolwarm"], value="viridis")
         self._range = (None, None)
+        self.selection = pn.widgets.Tabulator(None, show_index=False, disabled=True, height=220, page_size=50,
+                                              pagination="local", sizing_mode="stretch_width", visible=False)
+        self.selection.on_click(self._on_row_click)
+        self.selection_note = pn.pane.Markdown("", visible=False)
         self.plot = pn.pane.HoloViews(self._build(), sizing_mode="stretch_width", min_height=520)
         state.param.watch(self._refocus, "focus")
         state.param.watch(lambda e: setattr(self, "aggregator", aggregator_for(e.new)), "colour")
@@ -66,6 +72,8 @@ class SkyView(View):
             shaded = shaded.redim.range(ra=(ra - fov / cosd, ra + fov / cosd), dec=(dec - fov, dec + fov))
         self.tap = hv.streams.Tap(source=raster, x=None, y=None)
         self.tap.add_subscriber(self._on_tap)
+        self.box = hv.streams.BoundsXY(source=raster, bounds=None)
+        self.box.add_subscriber(self._on_box)
         self.ranges = hv.streams.RangeXY(source=raster)
         self.ranges.add_subscriber(self._on_range)
         hits = hv.DynamicMap(self._hits, streams=[self.state.param.hits])
@@ -96,6 +104,21 @@ class SkyView(View):
         oid = self.store.nearest(float(x), float(y), self.tap_radius_deg())
         if oid is not None:
             self.state.select(oid)
+
+    def _on_box(self, bounds=None) -> None:
+        """Box select: list the objects inside (first BOX_MAX); clicking a row selects that object."""
+        if bounds is None:
+            return
+        ra0, dec0, ra1, dec1 = bounds
+        inside = self.store.in_box(ra0, ra1, dec0, dec1)
+        cols = [c for c in ("object_id", "ra", "dec", "kind", "z", self.state.colour) if c in inside.columns]
+        self.selection.value = inside[list(dict.fromkeys(cols))].head(BOX_MAX).reset_index(drop=True)
+        more = f" (first {BOX_MAX} listed)" if len(inside) > BOX_MAX else ""
+        self.selection_note.object = f"**{len(inside):,} objects in the box**{more}; click a row to open one."
+        self.selection.visible = self.selection_note.visible = True
+
+    def _on_row_click(self, event) -> None:
+        self.state.select(int(self.selection.value["object_id"].iloc[event.row]))
 
     def _hits(self, hits=None):
         if hits is None or len(hits) == 0:
@@ -138,4 +161,4 @@ class SkyView(View):
 
     def __panel__(self):
         controls = pn.Row(self.search, self.colour, self.cmap, sizing_mode="stretch_width")
-        return pn.Column(controls, self.plot, sizing_mode="stretch_width")
+        return pn.Column(controls, self.plot, self.selection_note, self.selection, sizing_mode="stretch_width")

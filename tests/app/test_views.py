@@ -35,6 +35,12 @@ def test_sky_tap_selects_nearest_object_and_ignores_empty_sky(store, state):
     assert state.object_id == int(row["object_id"])  # a miss keeps the selection
     state.colour = "z"
     assert sky.aggregator.column == "z"
+    cat = store.catalog
+    sky._on_box(bounds=(float(cat["ra"].min()) - 1, float(cat["dec"].min()) - 1, float(cat["ra"].max()) + 1,
+                        float(cat["dec"].max()) + 1))
+    assert len(sky.selection.value) == len(cat) and f"{len(cat):,} objects in the box" in sky.selection_note.object
+    sky._on_row_click(type("Click", (), {"row": 2})())
+    assert state.object_id == int(sky.selection.value["object_id"].iloc[2])
 
 
 def test_sky_cutouts_only_when_few_objects_in_view(store, state):
