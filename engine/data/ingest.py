@@ -99,6 +99,14 @@ def _common_optional_fields(scans: Sequence[FileScan]) -> dict[str, set[str]]:
     return out
 
 
+def _outside(files: list[Path], out: Path) -> list[Path]:
+    """Inputs minus anything the ingest itself writes (``out``, its temporary and job folders),
+    so ``ingest data/ --out data/ds`` run twice does not read its own output."""
+    out = out.resolve()
+    own = (out, *out.parent.glob(f".{out.name}.*"))
+    return [f for f in files if not any(f.resolve().is_relative_to(o) for o in own)]
+
+
 def _job_key(scans: Sequence[FileScan], fmt: str, radius_arcsec: float) -> dict:
     """What a staged job depends on: the good inputs (path, size, mtime), format and radius."""
     files = []
@@ -219,7 +227,7 @@ def ingest(
     out = Path(out)
     if out.exists() and not overwrite:
         raise ValidationError(f"{out}: already exists (pass --overwrite to replace it)")
-    files = find_inputs(paths, fmt)
+    files = _outside(find_inputs(paths, fmt), out)
     report = IngestReport(out=str(out), format=fmt, radius_arcsec=float(radius_arcsec))
     if not files:
         raise ValidationError(f"no input files found in {[str(p) for p in paths]} for format {fmt!r}")
@@ -329,7 +337,7 @@ def ingest_embeddings(
     out = Path(out)
     if out.exists() and not overwrite:
         raise ValidationError(f"{out}: already exists (pass --overwrite to replace it)")
-    files = find_inputs(paths, "embeddings")
+    files = _outside(find_inputs(paths, "embeddings"), out)
     if not files:
         raise ValidationError(f"no Parquet files found in {[str(p) for p in paths]}")
     report = IngestReport(out=str(out), format="embeddings")

@@ -322,7 +322,6 @@ def test_json_report(tmp_path, capsys):
 
 def test_interrupted_ingest_resumes_without_rereading_finished_files(tmp_path, monkeypatch):
     import engine.data.ingest as ingest_mod
-
     import engine.data.readers.parts as parts_mod
 
     monkeypatch.setattr(parts_mod, "PART_MIN_OBJECTS", 1)  # one part per file (they hold 2 objects)
@@ -379,3 +378,12 @@ def test_small_files_share_parts():
     assert batches_of([1] * 5, min_objects=2) == [[0, 1], [2, 3], [4]]
     assert batches_of([10, 1, 1, 10], min_objects=5) == [[0], [1, 2, 3]]
     assert batches_of([1] * 4, min_objects=100, max_files=3) == [[0, 1, 2], [3]]
+
+
+def test_output_inside_input_folder_is_not_read_back(tmp_path):
+    rng = np.random.default_rng(16)
+    root = tmp_path / "data"
+    producers.mmu_gaia(producers.mmu_path(root, "gaia", 1), [1.0, 2.0], [0.0, 0.0], rng)
+    first = ingest([root], root / "ds", "mmu", progress=False)
+    again = ingest([root], root / "ds", "mmu", progress=False, overwrite=True)
+    assert len(again.files) == 1 and not again.bad and again.dataset_hash == first.dataset_hash
