@@ -268,6 +268,38 @@ def embed_views(
     return out
 
 
+def embed_modalities(
+    loaded,
+    modalities: Mapping,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> np.ndarray:
+    """Embed new data that is not in any dataset (an uploaded cutout or spectrum): official
+    modality objects ``{token_key: modality}`` (same batch size each) -> ``(B, dim)`` float32.
+
+    Every object is taken to have every given modality; the vectors are comparable with
+    :func:`embed_objects` of the view made of the same modalities.
+    """
+    if not modalities:
+        raise ModelError("no modalities given; pass {token_key: aion modality object}")
+    accepted = set(loaded.token_keys)
+    unknown = [k for k in modalities if k not in accepted]
+    if unknown:
+        raise ModelError(
+            f"model {loaded.model_id!r} does not take {unknown}; its inputs are {sorted(accepted)}"
+        )
+    for key, modality in modalities.items():
+        expected = spec(key).modality
+        if not isinstance(modality, expected):
+            raise ModelError(f"{key!r} needs an aion {expected.__name__}, got {type(modality).__name__}")
+    _prepare(loaded, device)
+    tokens = loaded.codecs.encode(dict(modalities))
+    sizes = {k: t.shape[0] for k, t in tokens.items()}
+    if len(set(sizes.values())) != 1:
+        raise ModelError(f"modalities have different batch sizes {sizes}; give one row per object in each")
+    return encode_tokens(loaded.model, tokens, "mean", dtype=dtype).cpu().numpy()
+
+
 def view_layout(loaded, view: str) -> dict[str, tuple[int, int]]:
     """Token positions of each modality in :func:`token_embeddings` output: key -> (start, stop)."""
     layout, pos = {}, 0

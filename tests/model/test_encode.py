@@ -240,3 +240,34 @@ def test_token_embeddings_skip_register_tokens(tiny_model_dir, model_dataset, ti
     assert full.shape[1] == 2 + 273
     np.testing.assert_allclose(values[:, :273], full[:, 2:].numpy(), atol=1e-5)
     assert mask[:, :273].all() and not mask[:, 273:].any()
+
+
+def test_embed_modalities_matches_dataset_embeddings(tiny_model_dir, model_dataset):
+    """Live encoding of data outside the dataset gives the vectors the index holds."""
+    from aion import modalities as am
+
+    from engine.model.encode import embed_modalities
+    from engine.model.modalities import load_modalities, select_rows
+
+    loaded = load_model(tiny_model_dir)
+    ds = open_dataset(model_dataset)
+    ids = ds.ids[:3]  # objects 0-2 have an LS image and a DESI spectrum
+    mods = load_modalities(ds, ids, ["tok_image", "tok_spectrum_desi"])
+    live = embed_modalities(loaded, {k: select_rows(m, np.arange(3)) for k, (m, _) in mods.items()})
+    image_only = embed_modalities(loaded, {"tok_image": mods["tok_image"][0]})
+    emb, _ = embed_objects(loaded, ds, ids, "image", progress=False)
+    np.testing.assert_allclose(image_only, emb, atol=1e-5)
+    assert live.shape == (3, loaded.dim) and not np.allclose(live, image_only)
+    with pytest.raises(ModelError, match="does not take \\['tok_image_hsc'\\]"):
+        embed_modalities(loaded, {"tok_image_hsc": mods["tok_image"][0]})
+    with pytest.raises(ModelError, match="needs an aion LegacySurveyImage, got DESISpectrum"):
+        embed_modalities(loaded, {"tok_image": mods["tok_spectrum_desi"][0]})
+    with pytest.raises(ModelError, match="different batch sizes"):
+        embed_modalities(
+            loaded,
+            {
+                "tok_image": mods["tok_image"][0],
+                "tok_spectrum_desi": select_rows(mods["tok_spectrum_desi"][0], [0]),
+            },
+        )
+    assert isinstance(mods["tok_image"][0], am.LegacySurveyImage)
