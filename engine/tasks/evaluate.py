@@ -34,6 +34,7 @@ from engine.tasks.probes import (
 from engine.tasks.superres import GenerationConfig, evaluate_superres
 
 RESULTS_ROOT = PROJECT_ROOT / "docs" / "results"
+KIND_PLURAL = {"galaxy": "galaxies", "star": "stars"}
 LABELS = {"truth_z": "redshift z", "truth_log_mstar": "log M* [Msun]", "truth_ssfr": "log sSFR [1/yr]",
           "truth_teff": "Teff [K]", "truth_logg": "log g", "truth_feh": "[Fe/H]"}
 
@@ -107,7 +108,7 @@ def verdicts(table: dict) -> list[str]:
         if sr:
             g, b = sr["chi2_generated_median"], sr["chi2_baseline_median"]
             word = "better" if g < b else "**worse**"
-            lines.append(f"super-resolution ({kind}s, from {sr['input_kind']}): generated spectra are {word} than the "
+            lines.append(f"super-resolution ({KIND_PLURAL[kind]}, from {sr['input_kind']}): generated spectra are {word} than the "
                          f"nearest-neighbour baseline (median reduced χ² {g:.2f} vs {b:.2f}).")
     return lines
 
@@ -167,7 +168,7 @@ def markdown(table: dict, meta: dict) -> str:
                 read = (f"Teff MAE [K]: {_fmt(r.get('teff_generated_mae'))} / {_fmt(r.get('teff_baseline_mae'))} / "
                         f"{_fmt(r.get('teff_true_spectrum_mae'))}; [Fe/H] MAE: {_fmt(r.get('feh_generated_mae'))} / "
                         f"{_fmt(r.get('feh_baseline_mae'))} / {_fmt(r.get('feh_true_spectrum_mae'))}")
-            out.append(f"| {kind}s | {r['input_kind']} | {r['n']} | {_fmt(r['chi2_generated_median'])} | "
+            out.append(f"| {KIND_PLURAL[kind]} | {r['input_kind']} | {r['n']} | {_fmt(r['chi2_generated_median'])} | "
                        f"{_fmt(r['chi2_baseline_median'])} | {_fmt(r['generated_better_fraction'])} | {read} |")
     out += ["", "## Verdicts", ""] + [f"- {v}" for v in verdicts(table)] + [""]
     return "\n".join(out)

@@ -193,7 +193,10 @@ def nearest_neighbour_spectra(dataset, train_ids: np.ndarray, test_ids: np.ndarr
     sd = np.where(sd > 0, sd, 1.0)
     a, b = (v_tr - mu) / sd, (v_te - mu) / sd
     nn = np.argmin(((b[:, None, :] - a[None]) ** 2).sum(-1), axis=1)
-    flux_tr = spectra(dataset, train_ids[nn])[0]
+    flux_tr, ivar_tr, lam, _ = spectra(dataset, train_ids[nn])
+    for row, good in zip(flux_tr, ivar_tr > 0, strict=True):  # fill the neighbour's bad pixels (zeroed) by interpolation
+        if good.any() and not good.all():
+            row[~good] = np.interp(lam[~good], lam[good], row[good])
     return flux_tr * (b_te / b_tr[nn])[:, None]
 
 
