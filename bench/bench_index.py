@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=300)
     p.add_argument("--spread", type=float, default=0.5,
                    help="within-cluster spread relative to the centres (0.5 clustered; 1.0 clusters overlap: hard)")
+    p.add_argument("--latency-queries", type=int, default=300, help="single queries timed per kind (default 300)")
     p.add_argument(
         "--e2e", action="store_true", help="also time Searcher.similar end to end on the auto kind"
     )

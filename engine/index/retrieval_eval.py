@@ -122,7 +122,9 @@ def evaluate(
             bdir = paths.view_dir(ds.name, baseline, view)
             if (bdir / "embeddings.npy").is_file():
                 report["baseline"][view] = evaluate_store(ds, EmbeddingStore.open(bdir), k)
-    for src, dst in cross:
+    from engine.index.baseline import is_baseline
+
+    for src, dst in cross if not is_baseline(model) else ():  # the baseline's views are unrelated spaces
         if src in stores and dst in stores and stores[src].dim == stores[dst].dim:
             both = np.flatnonzero(stores[src].valid & stores[dst].valid)
             report["cross_modal"][f"{src}->{dst}"] = cross_modal(
