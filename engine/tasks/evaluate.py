@@ -43,16 +43,18 @@ def default_out_dir(dataset_name: str, model_id: str) -> Path:
     return RESULTS_ROOT / dataset_name / model_id
 
 
-def _probe_results(dataset_dir, model_dir, loaded, dataset, *, seed, epochs, max_objects, progress, retrain) -> dict:
+def _probe_results(dataset_dir, model_dir, loaded, dataset, *, seed, epochs, max_objects, max_seg_galaxies, progress,
+                   retrain) -> dict:
     path = probes_dir(dataset, model_dir) / "probes.json"
     if not retrain and path.is_file():
         cached = json.loads(path.read_text())
         same = (cached.get("model_hash") == loaded.hash and cached.get("seed") == seed and cached.get("epochs") == epochs
-                and cached.get("dataset_hash") == dataset.info.get("hash") and cached.get("max_objects") == max_objects)
+                and cached.get("dataset_hash") == dataset.info.get("hash") and cached.get("max_objects") == max_objects
+                and cached.get("max_seg_galaxies") == max_seg_galaxies)
         if same:
             return cached
     return train_probes(dataset_dir, model_dir, seed=seed, epochs=epochs, progress=progress, max_objects=max_objects,
-                        loaded=loaded)
+                        max_seg_galaxies=max_seg_galaxies, loaded=loaded)
 
 
 def collect(probes: dict, baselines: dict, superres: dict | None) -> dict:
@@ -299,7 +301,7 @@ def _rgb_masks(masks: np.ndarray, channels: list[int]) -> np.ndarray:
 def evaluate(
     dataset_dir, model_dir, out_dir=None, *, seed: int = 0, epochs: int = 30, baseline_epochs: int = 15,
     max_objects: int | None = DEFAULT_MAX_OBJECTS, superres_per_kind: int = 40, superres: GenerationConfig = GenerationConfig(),
-    progress: bool = True, retrain: bool = False,
+    max_seg_galaxies: int | None = 1500, progress: bool = True, retrain: bool = False,
 ) -> dict:
     """Produce the results table and plots; returns the results dict (also written as JSON)."""
     from engine.model.fast import enable_fast_attention
@@ -312,14 +314,16 @@ def evaluate(
     out = Path(out_dir) if out_dir is not None else default_out_dir(dataset.name, loaded.model_id)
     out.mkdir(parents=True, exist_ok=True)
     probes = _probe_results(dataset_dir, model_dir, loaded, dataset, seed=seed, epochs=epochs, max_objects=max_objects,
-                            progress=progress, retrain=retrain)
-    baselines = run_baselines(dataset_dir, seed=seed, epochs=baseline_epochs, max_objects=max_objects, progress=progress)
+                            max_seg_galaxies=max_seg_galaxies, progress=progress, retrain=retrain)
+    baselines = run_baselines(dataset_dir, seed=seed, epochs=baseline_epochs, max_objects=max_objects,
+                              max_seg_galaxies=max_seg_galaxies, progress=progress)
     sr, sr_examples = evaluate_superres(loaded, dataset, seed=seed, config=superres, max_per_kind=superres_per_kind,
                                        progress=progress)
     table = collect(probes, baselines, sr)
     meta = {"dataset": dataset.name, "dataset_hash": dataset.info.get("hash"), "model_id": loaded.model_id,
             "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "baseline_epochs": baseline_epochs,
-            "max_objects": max_objects, "n_objects": probes.get("n_objects"), "device": "CPU",
+            "max_objects": max_objects, "max_seg_galaxies": max_seg_galaxies, "n_objects": probes.get("n_objects"),
+            "device": "CPU",
             "seconds": time.time() - t0}
     results = {"meta": meta, **table, "verdicts": verdicts(table)}
     results["plots"] = _plots(out, dataset, probes_dir(dataset, model_dir), baselines_dir(dataset), sr_examples)

@@ -17,6 +17,8 @@ def setup_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-epochs", type=int, default=15, help="baseline CNN / U-Net epochs (default 15)")
     parser.add_argument("--max-objects", type=int, default=3000,
                         help="labelled objects used (deterministic subset; bounds encoding time; default 3000, 0 = all)")
+    parser.add_argument("--max-seg-galaxies", type=int, default=1500,
+                        help="galaxies (train + held-out) for the segmentation head and U-Net (default 1500, 0 = all)")
     parser.add_argument("--superres-objects", type=int, default=40, help="held-out galaxies and stars to super-resolve (each)")
     parser.add_argument("--samples", type=int, default=4, help="generated spectra per object (default 4)")
     parser.add_argument("--steps", type=int, default=8, help="unmasking steps (default 8)")
@@ -35,11 +37,13 @@ def run_cli(args: argparse.Namespace) -> int:
     for name in ("epochs", "baseline_epochs", "superres_objects", "samples", "steps"):
         if getattr(args, name) < 1:
             raise ValidationError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)!r}")
-    if args.max_objects < 0:
-        raise ValidationError(f"--max-objects must be >= 0 (0 = all), got {args.max_objects!r}")
+    for name in ("max_objects", "max_seg_galaxies"):
+        if getattr(args, name) < 0:
+            raise ValidationError(f"--{name.replace('_', '-')} must be >= 0 (0 = all), got {getattr(args, name)!r}")
     config = GenerationConfig(n_samples=args.samples, steps=args.steps, temperature=args.temperature, seed=args.seed)
     results = evaluate(args.dataset, args.model, args.out, seed=args.seed, epochs=args.epochs,
                        baseline_epochs=args.baseline_epochs, max_objects=args.max_objects or None,
+                       max_seg_galaxies=args.max_seg_galaxies or None,
                        superres_per_kind=args.superres_objects, superres=config, progress=not args.no_progress,
                        retrain=args.retrain)
     if args.json:
