@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -14,16 +15,23 @@ from engine.data.readers.columns import find
 
 
 def open_fits(path: Path) -> fits.HDUList:
-    """Open read-only (memmap where the data allow it); every HDU is parsed now, so a
-    truncated file fails here with one line instead of half-way through the ingest."""
+    """Open read-only, memory-mapped. Every header is parsed now and the file must be as long
+    as its headers say, so a truncated file fails here in one line instead of half-way
+    through the ingest (checked from the headers' data spans: parsing every table here would
+    cost more than the rest of the read)."""
     hdul = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", fits.verify.VerifyWarning)
             warnings.simplefilter("error", AstropyUserWarning)  # "File may have been truncated"
             hdul = fits.open(path, mode="readonly", memmap=True, lazy_load_hdus=False)
-            for h in hdul:  # memory-mapped: touching the data checks the file holds all of it
-                _ = h.data
+            size = os.path.getsize(path)
+            for i, h in enumerate(hdul):
+                info = hdul.fileinfo(i)  # datSpan: the bytes the header says follow (padded)
+                if info["datLoc"] + info["datSpan"] > size:
+                    raise OSError(
+                        f"HDU {i} ({h.name}) ends at byte {info['datLoc'] + info['datSpan']}, file has {size}"
+                    )
     except Exception as exc:  # astropy raises OSError, ValueError, warnings, ... for damaged files
         if hdul is not None:
             hdul.close()
