@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=300)
     p.add_argument("--spread", type=float, default=0.5,
                    help="within-cluster spread relative to the centres (0.5 clustered; 1.0 clusters overlap: hard)")
+    p.add_argument("--e2e-kind", choices=fb.KINDS, help="kind used for --e2e (default: the auto choice for n)")
     p.add_argument("--latency-queries", type=int, default=300, help="single queries timed per kind (default 300)")
     p.add_argument(
         "--e2e", action="store_true", help="also time Searcher.similar end to end on the auto kind"
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             "kinds": [],
         }
         results["sizes"].append(entry)
-        auto = fb.choose_kind(n)
+        auto = args.e2e_kind or fb.choose_kind(n)
         for kind in args.kinds:
             print(f"[bench] n={n:,} kind={kind} ...", flush=True)
             r = bench_kind(kind, xb, xq, truth, latency_queries=args.latency_queries)
@@ -294,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             del built
             gc.collect()
             save()
-        entry["auto_kind"] = auto
+        entry["auto_kind"] = fb.choose_kind(n)
+        entry["e2e_kind"] = auto
         del xb, xq
         gc.collect()
         save()

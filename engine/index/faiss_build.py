@@ -36,9 +36,10 @@ KIND_CHOICES: tuple[str, ...] = ("auto", *KINDS)
 #: Up to this many vectors exact search answers one query within ~5 ms on this machine: one
 #: query scans every vector once (memory bound, ~26 ms at 100 k x 768; bench/bench_index.py).
 FLAT_MAX_N = 20_000
-#: Up to this many vectors HNSW (raw vectors + graph, ~3.3 KB per 768-d vector) is built;
-#: past it the graph build takes too long on one machine and IVF-PQ + re-ranking takes over.
-HNSW_MAX_N = 2_000_000
+#: Up to this many vectors HNSW (raw vectors + graph, ~3.3 KB per 768-d vector) is built: its
+#: graph build is the slow part (~100 k vectors per 1.5-5 min on 2 cores, bench/results/index.json),
+#: so past 1 M IVF-PQ + exact re-ranking (minutes to train and add, GPU-capable) takes over.
+HNSW_MAX_N = 1_000_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 64
 RECALL_TARGET = 0.95
