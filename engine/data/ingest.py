@@ -87,6 +87,46 @@ def scan_inputs(
     return scans
 
 
+class _ReadFailed(Exception):
+    """A file passed its scan but failed while its arrays were streamed (e.g. a corrupt chunk
+    in a field the scan does not read)."""
+
+    def __init__(self, scan: FileScan, exc: BaseException):
+        self.scan = scan
+        super().__init__(
+            f"{scan.path}: cannot read arrays (truncated or corrupt?): {type(exc).__name__}: {exc}"
+        )
+
+
+def _chunks_of(scans: Sequence[FileScan], members: list[int]):
+    """``(source, ids, fields)`` chunks of the member files; a read error names its file."""
+    for k in members:
+        sc = scans[k]
+        try:
+            for ids, fields in sc.read_arrays(CHUNK):
+                yield sc.source, ids, fields
+        except Exception as exc:  # KeyboardInterrupt passes: an interrupted run resumes later
+            raise _ReadFailed(sc, exc) from exc
+
+
+def _stage(scans, groups, job: IngestJob, report: IngestReport, progress: bool) -> None:
+    """Stage every part not already staged by an interrupted run with the same inputs."""
+    reused = [b for b in range(len(groups)) if job.done(b)]
+    if reused:
+        n_files = sum(len(groups[b]) for b in reused)
+        report.notes.append(
+            f"resumed: {n_files} of {len(scans)} file(s) already staged by an interrupted run"
+        )
+    total = sum(len(sc.catalog) for sc in scans)
+    with tqdm(total=total, desc="stage", unit="obj", disable=not progress) as bar:
+        for b, members in enumerate(groups):
+            if job.done(b):
+                bar.update(sum(len(scans[k].catalog) for k in members))
+                continue
+            for m in job.stage(b, _chunks_of(scans, members)):
+                bar.update(m)
+
+
 def _common_optional_fields(scans: Sequence[FileScan]) -> dict[str, set[str]]:
     """Per source, the optional fields every one of its files provides (always-written ones
     such as image_psf_fwhm come from the readers for every file)."""
@@ -236,28 +276,23 @@ def ingest(
         lines = "; ".join(f.error for f in report.bad)
         what = "no usable input file" if not scans else "--strict: nothing written"
         raise ValidationError(f"{what} ({len(report.bad)} bad): {lines}")
-    catalog, mapping, notes = build_catalog(scans, radius_arcsec)
+    while True:  # a file that fails only while its arrays are read is dropped, then we go again
+        catalog, mapping, notes = build_catalog(scans, radius_arcsec)
+        job = IngestJob(out, _job_key(scans, fmt, radius_arcsec))
+        groups = batches_of([len(sc.catalog) for sc in scans])
+        try:
+            _stage(scans, groups, job, report, progress)
+            break
+        except _ReadFailed as exc:
+            bad = exc.scan
+            report.files = [f for f in report.files if f.path != str(bad.path)]
+            report.files.append(FileResult.of(bad.path, error=str(exc)))
+            scans = [sc for sc in scans if sc is not bad]
+            if not scans or strict:
+                raise ValidationError(f"no usable input file left: {exc}") from exc
     report.notes.extend(notes)
     total = sum(len(s.catalog) for s in scans)
     optional = _common_optional_fields(scans)
-    job = IngestJob(out, _job_key(scans, fmt, radius_arcsec))
-    groups = batches_of([len(sc.catalog) for sc in scans])
-    reused = [b for b in range(len(groups)) if job.done(b)]
-    if reused:
-        n_files = sum(len(groups[b]) for b in reused)
-        report.notes.append(
-            f"resumed: {n_files} of {len(scans)} file(s) already staged by an interrupted run"
-        )
-    with tqdm(total=total, desc="stage", unit="obj", disable=not progress) as bar:
-        for b, members in enumerate(groups):
-            if job.done(b):
-                bar.update(sum(len(scans[k].catalog) for k in members))
-                continue
-            chunks = (
-                (scans[k].source, ids, fields) for k in members for ids, fields in scans[k].read_arrays(CHUNK)
-            )
-            for m in job.stage(b, chunks):
-                bar.update(m)
     with DatasetWriter(out, overwrite=overwrite) as writer:
         bar = tqdm(total=total, desc="write", unit="obj", disable=not progress)
         for b in range(len(groups)):

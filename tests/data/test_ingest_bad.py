@@ -387,3 +387,35 @@ def test_output_inside_input_folder_is_not_read_back(tmp_path):
     first = ingest([root], root / "ds", "mmu", progress=False)
     again = ingest([root], root / "ds", "mmu", progress=False, overwrite=True)
     assert len(again.files) == 1 and not again.bad and again.dataset_hash == first.dataset_hash
+
+
+def test_file_failing_while_streamed_is_dropped_not_fatal(tmp_path, monkeypatch):
+    """A corrupt chunk the scan cannot see (e.g. in image_ivar) surfaces while arrays are read:
+    that file becomes a bad file and the others still land, with a catalog rebuilt without it."""
+    import engine.data.ingest as ingest_mod
+
+    rng = np.random.default_rng(17)
+    root = tmp_path / "in"
+    for h in range(2):
+        p = producers.mmu_path(root, "gaia", h)
+        producers.mmu_gaia(p, [10.0 + h, 10.5 + h], [0.0, 0.0], rng)
+        _edit(p, source_id=np.array([100 + 2 * h, 101 + 2 * h], np.int64))
+    real_scan = ingest_mod.scan_file
+
+    def scan_with_bad_chunk(path, fmt):
+        sc = real_scan(path, fmt)
+        if path.parent.name == "healpix=1":
+
+            def broken(chunk):
+                raise OSError("Can't read data (inflate() failed)")
+                yield  # pragma: no cover
+
+            sc.read_arrays = broken
+        return sc
+
+    monkeypatch.setattr(ingest_mod, "scan_file", scan_with_bad_chunk)
+    report = ingest([root], tmp_path / "ds", "mmu", progress=False)
+    assert [Path(f.path).parent.name for f in report.bad] == ["healpix=1"]
+    assert "cannot read arrays" in report.bad[0].error and "inflate" in report.bad[0].error
+    ds = open_dataset(tmp_path / "ds")
+    assert sorted(ds.ids.tolist()) == [100, 101] and ds.catalog["has_xp_gaia"].all()
