@@ -42,9 +42,9 @@ MIN_TRAIN_OBJECTS = 4
 
 @dataclass(frozen=True)
 class CodecTrainConfig:
-    image_steps: int = 600
-    spectrum_steps: int = 400
-    batch_size: int = 32
+    image_steps: int = 300
+    spectrum_steps: int = 200
+    batch_size: int = 16
     lr: float = 2e-3
     warmup: int = 30
     weight_decay: float = 1e-4

@@ -9,7 +9,10 @@ The loss is the inverse-variance-weighted Gaussian NLL, evaluated in the range-c
 with the pixel variance propagated through the arcsinh (σ_c = σ · dc/dx). For small residuals
 that is exactly the raw-pixel χ², but it stays bounded while the decoder is still wild (the raw
 flux is a sinh of the network output) — the reason AION compresses the range in the first place.
-Masked pixels and bands an object lacks carry zero weight.
+Masked pixels and bands an object lacks carry zero weight. A noise floor ``SIGMA_FLOOR`` (in
+compressed units; background noise is ~0.07 there) is added in quadrature: without it the
+cores of bright stars, whose compressed-space σ is 10⁻⁴, outweigh everything else by 10⁶ and
+one bright object per batch decides the gradient. The report's χ² uses the true ivar.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from aion.codecs import ImageCodec
 from engine.data import schema
 from engine.errors import DatasetError
 
+SIGMA_FLOOR = 0.01
 IMAGE_SOURCES = {"image_ls": schema.LS_BANDS, "image_hsc": schema.HSC_BANDS}
 
 
@@ -94,6 +98,7 @@ def forward(codec: ImageCodec, batch: ImageBatch) -> dict[str, torch.Tensor]:
     s, m = codec.range_compression_factor, codec.mult_factor
     deriv = m / torch.sqrt(1.0 + (x / s) ** 2)
     ivar_c = batch.ivar * scale**2 / deriv**2
+    ivar_c = torch.where(ivar_c > 0, 1.0 / (1.0 / ivar_c.clamp(min=1e-30) + SIGMA_FLOOR**2), ivar_c)
     return {"target": target, "recon": recon, "ivar_c": ivar_c, "usage": torch.as_tensor(usage)}
 
 
