@@ -250,11 +250,14 @@ def embed_views(
         view: (np.zeros((len(ids), loaded.dim), dtype=np.float32), np.zeros(len(ids), dtype=bool))
         for view in views
     }
+    # Visit objects sorted by which modalities they have, so a batch splits into few, large
+    # presence groups (fewer, fuller encoder calls); results go back to the caller's order.
+    order = _presence_order(dataset, ids, keys)
     desc = f"embed {'+'.join(views)}"
     with _progress(len(ids), progress, desc) as bar:
         for start in range(0, len(ids), batch_size):
-            batch = ids[start : start + batch_size]
-            tokens, present_all = tokenize_batch(loaded, dataset, batch, keys, source)
+            where = order[start : start + batch_size]
+            tokens, present_all = tokenize_batch(loaded, dataset, ids[where], keys, source)
             for view, vkeys in view_keys.items():
                 emb, valid = out[view]
                 present = present_all[:, [keys.index(k) for k in vkeys]]
@@ -262,10 +265,17 @@ def embed_views(
                     idx = torch.as_tensor(rows, device=tokens[vkeys[0]].device)
                     sub = {vkeys[c]: tokens[vkeys[c]][idx] for c in cols}
                     vec = encode_tokens(loaded.model, sub, "mean", dtype=dtype)
-                    emb[start + rows] = vec.cpu().numpy()
-                    valid[start + rows] = True
-            bar.update(len(batch))
+                    emb[where[rows]] = vec.cpu().numpy()
+                    valid[where[rows]] = True
+            bar.update(len(where))
     return out
+
+
+def _presence_order(dataset, ids: np.ndarray, keys: Sequence[str]) -> np.ndarray:
+    """Positions of ``ids`` sorted (stably) by their catalog presence pattern over ``keys``."""
+    rows = dataset.objects(ids)
+    present = np.stack([spec(k).present_in(rows) for k in keys], axis=1)
+    return np.lexsort(present.T[::-1]) if len(keys) else np.arange(len(ids))
 
 
 def embed_modalities(
