@@ -19,11 +19,20 @@ CUTOUT_MAX = 30
 #: A tap selects the nearest object within this many screen pixels.
 TAP_RADIUS_PX = 12
 PLOT_WIDTH = 820
+#: Largest catalog for which hover names the object under the cursor (see hover_selector).
+SELECTOR_MAX_ROWS = 1_000_000
 #: Box select lists at most this many objects.
 BOX_MAX = 500
 #: Columns shown on hover (where the catalog has them), besides the colour column.
 HOVER_COLUMNS = ("kind", "z")
 ARCSEC = 1 / 3600
+
+
+def hover_selector(n_rows: int):
+    """Per-pixel "first object" for hover (id, kind, z of the object under the cursor) on catalogs up
+    to SELECTOR_MAX_ROWS; past it the selector costs ~4 s per re-render at 10 M rows on two cores
+    (bench/bench_app.py), so hover shows the aggregate and a click gives the object."""
+    return ds.first("object_id") if n_rows <= SELECTOR_MAX_ROWS else None
 
 
 def aggregator_for(column: str):
@@ -60,7 +69,7 @@ class SkyView(View):
 
     def _build(self, focus=None):
         points = hv.DynamicMap(pn.bind(self._points, self.state.param.colour))
-        raster = rasterize(points, aggregator=self.param.aggregator, selector=ds.first("object_id"))
+        raster = rasterize(points, aggregator=self.param.aggregator, selector=hover_selector(len(self.store.catalog)))
         shaded = dynspread(raster, threshold=0.6, max_px=3).apply.opts(cmap=self.cmap.param.value)
         shaded = shaded.opts(
             tools=["hover", "box_select", "tap"], colorbar=True, cnorm="eq_hist", invert_xaxis=True,

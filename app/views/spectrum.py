@@ -53,9 +53,9 @@ class SpectrumView(View):
 
     def __init__(self, store, state, **params):
         super().__init__(store, state, **params)
-        self.superres_pane = pn.Column(pn.pane.Markdown(
+        self.superres_pane = pn.Column(sizing_mode="stretch_width", objects=[pn.pane.Markdown(
             "*Super-resolution turns a low-resolution input (Gaia XP or broad-band photometry) into a "
-            "DESI-resolution spectrum with the model; press the button to run it for this object.*"))
+            "DESI-resolution spectrum with the model; press the button to run it for this object.*")])
         state.param.watch(self._on_object, "object_id")
         self._on_object()
 
@@ -111,15 +111,17 @@ class SpectrumView(View):
 def superres_plot(out: dict, object_id: int):
     """Input, generated mean with ±1σ across samples, truth and residual (generated − truth)."""
     wave, mean, std = np.asarray(out["wavelength"]), np.asarray(out["mean"]), np.asarray(out["std"])
-    w = hv.Dimension("wavelength", label="observed wavelength (Å)")
-    layers = [hv.Spread((wave, mean, std), kdims=[w], vdims=["flux", "spread"], label="spread across samples").opts(alpha=0.35, color="#fd8d3c"),
-              hv.Curve((wave, mean), kdims=[w], vdims=["flux"], label="generated (mean)").opts(color="#d94801", line_width=1.2)]
+    # own dimension names: the observed-spectrum plot above must not share (link) these axes
+    w = hv.Dimension("sr_wavelength", label="observed wavelength (Å)")
+    f = hv.Dimension("sr_flux", label="flux (1e-17 erg/s/cm²/Å)")
+    layers = [hv.Spread((wave, mean, std), kdims=[w], vdims=[f, "spread"], label="spread across samples").opts(alpha=0.35, color="#fd8d3c"),
+              hv.Curve((wave, mean), kdims=[w], vdims=[f], label="generated (mean)").opts(color="#d94801", line_width=1.2)]
     inp = out.get("input") or {}
     notes = []
     if out.get("input_kind") == "photometry" and len(inp.get("wavelength", [])):
         lam, flam = photometry_points(inp, float(wave.min()), float(wave.max()))
         if len(lam):
-            layers.append(hv.Scatter((lam, flam), kdims=[w], vdims=["flux"], label="input photometry").opts(
+            layers.append(hv.Scatter((lam, flam), kdims=[w], vdims=[f], label="input photometry").opts(
                 size=10, color="black", marker="square"))
         notes.append("Input: broad-band photometry (black squares, converted from nanomaggies to f_λ).")
     elif out.get("input_kind") == "xp":
@@ -129,8 +131,8 @@ def superres_plot(out: dict, object_id: int):
     panels = []
     if truth is not None:
         truth = np.asarray(truth, float)
-        layers.insert(0, hv.Curve((wave, truth), kdims=[w], vdims=["flux"], label="true spectrum").opts(color="#6baed6", alpha=0.8))
-        resid = hv.Curve((wave, mean - truth), kdims=[w], vdims=[hv.Dimension("residual")]).opts(
+        layers.insert(0, hv.Curve((wave, truth), kdims=[w], vdims=[f], label="true spectrum").opts(color="#6baed6", alpha=0.8))
+        resid = hv.Curve((wave, mean - truth), kdims=[w], vdims=[hv.Dimension("sr_residual", label="residual")]).opts(
             color="#54278f", responsive=True, height=160, title="residual (generated − truth)")
         panels.append(resid * hv.HLine(0).opts(color="#999"))
     main = hv.Overlay(layers).opts(responsive=True, height=340, legend_position="top_left",
