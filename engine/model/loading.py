@@ -11,6 +11,7 @@ so a crash never leaves a half model and an existing model is replaced only by a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -184,12 +185,22 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike) -> Path:
 
 
 def file_hash(path: Path, chars: int = HASH_CHARS) -> str:
-    """sha256 of a file, truncated: the model's identity in index manifests."""
+    """sha256 of a file, truncated: the model's identity in index manifests.
+
+    Memoised per (path, size, mtime) in this process: staleness checks call it often and a
+    published model's weights are ~1 GB.
+    """
+    st = Path(path).stat()
+    return _file_hash(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)[:chars]
+
+
+@functools.lru_cache(maxsize=64)
+def _file_hash(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()[:chars]
+    return h.hexdigest()
 
 
 def read_config(model_dir: Path) -> dict:
