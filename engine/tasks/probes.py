@@ -64,18 +64,37 @@ def probes_dir(dataset, model) -> Path:
     return results_dir(dataset.name, model) / "probes"
 
 
+#: shares of a capped subset: morphology labels are rare in the mock (~20 % of galaxies) and stars
+#: are 10 % of objects, so a plain random cap would leave too few of either to train and score.
+SUBSET_SHARES = {"morphology": 0.5, "star": 0.15}
+
+
 def select_objects(catalog: pd.DataFrame, max_objects: int | None, seed: int = 0) -> np.ndarray:
-    """Galaxies and stars with any truth label; a deterministic hash-ordered subset if capped."""
+    """Galaxies and stars with any truth label; capped to a deterministic stratified subset.
+
+    Under a cap, morphology-labelled galaxies fill up to 50 % and stars up to 15 % of it, other
+    galaxies the rest (each group in hash order, so the choice is stable). Sorted ids.
+    """
     kinds = catalog["kind"].astype(str).to_numpy()
     truth_cols = [c for c in (*GALAXY_TARGETS, *STAR_TARGETS) if c in catalog.columns]
     if not truth_cols:
         raise DatasetError(f"catalog has none of the truth columns {list(GALAXY_TARGETS + STAR_TARGETS)}; probes need labels")
     labelled = np.isfinite(catalog[truth_cols].to_numpy(dtype=float)).any(axis=1)
-    ids = catalog["object_id"].to_numpy()[np.isin(kinds, ("galaxy", "star")) & labelled]
-    if max_objects is not None and len(ids) > max_objects:
-        ids = ids[np.argsort(unit_hash(ids, seed + 1), kind="stable")[:max_objects]]
-        ids.sort()
-    return ids
+    use = np.isin(kinds, ("galaxy", "star")) & labelled
+    ids = catalog["object_id"].to_numpy()
+    if max_objects is None or use.sum() <= max_objects:
+        return np.sort(ids[use])
+    morph = catalog[MORPHOLOGY_TARGET].to_numpy(dtype=float) if MORPHOLOGY_TARGET in catalog.columns else np.full(len(ids), -1.0)
+    groups = {"morphology": use & (kinds == "galaxy") & (morph >= 0), "star": use & (kinds == "star")}
+    groups["rest"] = use & ~groups["morphology"] & ~groups["star"]
+    chosen = []
+    for name in ("morphology", "star"):
+        g = ids[groups[name]]
+        chosen.append(g[np.argsort(unit_hash(g, seed + 1), kind="stable")][: int(SUBSET_SHARES[name] * max_objects)])
+    left = max_objects - sum(len(c) for c in chosen)
+    rest = ids[groups["rest"]]
+    chosen.append(rest[np.argsort(unit_hash(rest, seed + 1), kind="stable")][:left])
+    return np.sort(np.concatenate(chosen))
 
 
 def _tensor(cache: TokenCache, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
