@@ -34,6 +34,7 @@ from engine.data.store import open_dataset
 from engine.errors import ModelError
 from engine.model.codecs import CodecSet
 from engine.model.loading import build_model, save_model
+from engine.model.modalities import MODALITIES
 from engine.model.presets import ModelPreset
 from engine.train import distributed, tokens
 from engine.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_json_atomic
@@ -42,6 +43,8 @@ from engine.train.schedule import lr_at
 from engine.train.split import heldout_mask
 
 log = logging.getLogger(__name__)
+
+SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 #: Config keys that must match for a resume to be exact.
 _RESUME_KEYS = ("batch_size", "seed", "max_steps", "lr", "warmup", "weight_decay", "input_tokens",
@@ -142,24 +145,36 @@ def pretrain(
     device: str | None = None,
     callbacks: Sequence[Callable[[int, dict], None]] = (),
     evaluate: bool = True,
+    exclude_keys: Sequence[str] = (),
+    save_dtype: str = "float32",
 ) -> dict:
     """Pretrain on ``dataset_dir`` with the codecs in ``model_dir``; write the model folder there.
 
     ``callbacks`` are called as ``fn(step, record)`` after every optimizer step on every rank
-    (progress hooks; an exception stops the run like a crash would). Returns the run summary.
+    (progress hooks; an exception stops the run like a crash would). ``exclude_keys``: modalities
+    left out of the model (e.g. redundant catalogue columns, to keep a small model small).
+    ``save_dtype``: dtype of the saved weights (float16 halves the folder; loading casts back).
+    Returns the run summary.
     """
+    if save_dtype not in SAVE_DTYPES:
+        raise ModelError(f"save dtype {save_dtype!r} not supported; accepted: {', '.join(SAVE_DTYPES)}")
+    unknown = [k for k in exclude_keys if k not in MODALITIES]
+    if unknown:
+        raise ModelError(f"cannot exclude unknown modality {unknown}; accepted: {', '.join(MODALITIES)}")
     info = distributed.setup(device)
     model_dir, run_dir = Path(model_dir), Path(run_dir) if run_dir else default_run_dir(Path(model_dir))
     n_in = config.input_tokens or preset.input_tokens
     n_tgt = config.target_tokens or preset.target_tokens
     masking = MaskingConfig(input_budget=n_in, target_budget=n_tgt)
-    run_config = {**asdict(config), "input_tokens": n_in, "target_tokens": n_tgt, "preset": preset.name}
+    run_config = {**asdict(config), "input_tokens": n_in, "target_tokens": n_tgt, "preset": preset.name,
+                  "exclude_keys": sorted(exclude_keys), "save_dtype": save_dtype}
 
     ds = open_dataset(dataset_dir)
     codecs = CodecSet.load(model_dir)
     from engine.train.codec_training import present_token_keys
 
-    keys = [k for k in present_token_keys(ds) if k in codecs]
+    keys = [k for k in present_token_keys(ds) if k in codecs and k not in set(exclude_keys)]
+    codecs = CodecSet({k: codecs[k] for k in keys}, codecs.configs)
     if not keys:
         raise ModelError(f"{model_dir}: its codecs cover none of the modalities of {ds.root}")
 
@@ -274,7 +289,7 @@ def pretrain(
             plots.loss_curve(metrics_path, report_dir / "pretrain_loss.png")
         except Exception as exc:  # the JSONL is the record; the PNG is a convenience
             log.warning("loss curve plot failed: %s", exc)
-        _install_model(model_dir, raw.cpu(), codecs, summary, preset, run_dir)
+        _install_model(model_dir, raw.cpu().to(SAVE_DTYPES[save_dtype]), codecs, summary, preset, run_dir)
     distributed.barrier(info)
     distributed.teardown(info)
     return summary
@@ -296,3 +311,10 @@ def _install_model(model_dir: Path, raw, codecs: CodecSet, summary: dict, preset
     for path in (run_dir / "report").glob("*"):
         shutil.copy2(path, new_report / path.name)
     write_json_atomic(new_report / "pretrain.json", summary)
+    codec_report = json.loads(keep["codecs.json"]) if "codecs.json" in keep else {}
+    write_json_atomic(model_dir / "report.json", {
+        "codecs": codec_report.get("codecs", {}),
+        "codec_training": codec_report.get("training", {}),
+        "pretraining": {k: v for k, v in summary.items() if k != "evaluation"},
+        "evaluation": summary.get("evaluation", {}),
+    })

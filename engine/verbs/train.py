@@ -37,6 +37,9 @@ def setup_parser(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=int, default=None)
     g.add_argument("--log-every", type=int, default=None)
     g.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
+    g.add_argument("--exclude-modalities", default="", help="comma-separated token keys to leave out of the model")
+    g.add_argument("--save-dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                   help="dtype of the saved weights (float16 halves the model folder)")
 
 
 def _preset(value: str):
@@ -102,7 +105,8 @@ def run_cli(args: argparse.Namespace) -> int:
                                     # `all` retrains the codecs, so old checkpoints are stale unless resuming
                                     restart=args.restart or (args.what == "all" and not args.resume),
                                     device=args.device,
-                                    evaluate=not args.no_eval)
+                                    evaluate=not args.no_eval, save_dtype=args.save_dtype,
+                                    exclude_keys=[k for k in args.exclude_modalities.split(",") if k])
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:

@@ -96,6 +96,9 @@ def test_model_learns_and_reports(train_data, tiny_preset, codec_dir, tmp_path):
     assert (model_dir / "report" / "pretrain.json").is_file()
     assert (model_dir / "report" / "pretrain_loss.png").is_file()
     assert (model_dir / "report" / "codecs.json").is_file(), "codec report lost when the model folder was replaced"
+    report = json.loads((model_dir / "report.json").read_text())
+    assert report["codecs"]["tok_image"]["chi2_per_pixel_median"] > 0
+    assert report["evaluation"]["masked_token_accuracy"] == ev["masked_token_accuracy"]
 
 
 @pytest.mark.slow
