@@ -8,6 +8,7 @@ click" exactly on the sphere; thumbnails, searchers and the embedding map are ca
 from __future__ import annotations
 
 import functools
+import json
 import threading
 from pathlib import Path
 
@@ -194,6 +195,18 @@ class DataStore:
         path = folder / "embeddings.npy"
         if not path.is_file():
             raise missing_index(self.config.dataset_dir, self.config.model, view, what="embeddings")
+        meta_path = folder / "embeddings.json"
+        if meta_path.is_file():
+            try:
+                built_for = json.loads(meta_path.read_text()).get("dataset_hash")
+            except ValueError:
+                built_for = None
+            if built_for and built_for != self.dataset.info.get("hash", built_for):
+                raise AppMessage(
+                    f"{path}: built for another version of dataset {self.name!r} (hash {built_for!r}, now "
+                    f"{self.dataset.info.get('hash')!r}); rebuild with `aion-engine embed --dataset "
+                    f"{self.config.dataset_dir} --model {self.config.model} --view {view}`"
+                )
         emb = np.load(path, mmap_mode="r")
         if emb.ndim != 2 or emb.shape[0] != len(self.catalog):
             raise AppMessage(

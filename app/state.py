@@ -18,6 +18,8 @@ TABS = ("sky", "object", "similar", "segmentation", "spectrum", "map", "labels",
 VIEWS = ("image", "spectrum", "photometry", "joint")
 #: Search radius for "ra dec" look-ups: the nearest object within this is selected.
 COORD_MATCH_DEG = 0.05
+#: Half-height of the sky view (deg) after "go to": close enough that the objects there show their cutouts.
+DEFAULT_FOV_DEG = 0.04
 
 _SEXAGESIMAL = re.compile(r"[hdms:]")
 
@@ -91,14 +93,14 @@ class AppState(param.Parameterized):
                 return False
             self.select(oid)
             row = self.store.row(oid)
-            self.focus = (float(row["ra"]), float(row["dec"]), self.focus[2] if self.focus else 0.5)
+            self.focus = (float(row["ra"]), float(row["dec"]), self.focus[2] if self.focus else DEFAULT_FOV_DEG)
             return True
         try:
             ra, dec = parse_coordinates(text)
         except ValueError as exc:
             self.say(str(exc), "danger")
             return False
-        self.focus = (ra, dec, self.focus[2] if self.focus else 0.5)
+        self.focus = (ra, dec, self.focus[2] if self.focus else DEFAULT_FOV_DEG)
         oid = self.store.nearest(ra, dec, COORD_MATCH_DEG)
         if oid is None:
             self.say(f"No object within {COORD_MATCH_DEG * 60:.0f} arcmin of RA {ra:.4f}, Dec {dec:.4f}.", "info")

@@ -72,7 +72,7 @@ class SkyView(View):
         raster = rasterize(points, aggregator=self.param.aggregator, selector=hover_selector(len(self.store.catalog)))
         shaded = dynspread(raster, threshold=0.6, max_px=3).apply.opts(cmap=self.cmap.param.value)
         shaded = shaded.opts(
-            tools=["hover", "box_select", "tap"], colorbar=True, cnorm="eq_hist", invert_xaxis=True,
+            tools=["hover", "box_select", "tap"], colorbar=True, cnorm="eq_hist", invert_xaxis=True, bgcolor="#0b0b1a",
             responsive=True, min_height=520, xlabel="RA (deg)", ylabel="Dec (deg)", active_tools=["wheel_zoom"],
         )
         if focus is not None:

@@ -70,6 +70,12 @@ def test_embedding_map_pca_and_missing_message(store, app_config, write_embeddin
     even = frame["object_id"].isin(store.ids[::2])
     assert np.sign(frame.loc[even, "u1"]).nunique() == 1 and np.sign(frame.loc[~even, "u1"]).nunique() == 1
     assert store.available_views() == ["image"]
+    # embeddings of an older version of the dataset are refused with the rebuild command
+    folder = app_config.view_dir(store.name, "spectrum")
+    write_embeddings(folder, n)
+    (folder / "embeddings.json").write_text('{"dataset_hash": "0000000000000000"}')
+    with pytest.raises(AppMessage, match="built for another version of dataset .*aion-engine embed"):
+        store.embedding_map("spectrum")
 
 
 def test_predictions_are_merged_for_colouring(app_config, tiny_mock):
