@@ -93,7 +93,7 @@ def _timed_ingest(paths, fmt, out) -> tuple[float, int]:
 
 
 def bench_ingest_rates(tmp: Path, rng, quick: bool) -> list[dict]:
-    scale = 1 if quick else 4
+    scale = 1 if quick else 2
     rows = []
     cases = {
         "mmu_legacysurvey_160px": lambda root: [
