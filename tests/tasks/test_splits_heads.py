@@ -83,3 +83,22 @@ def test_metrics():
     assert cm.tolist() == [[1, 0], [1, 1]]
     chi = metrics.reduced_chi2(np.array([[1.0, 2.0, 9.0]]), np.array([[1.0, 3.0, 0.0]]), np.array([[4.0, 4.0, 0.0]]))
     assert chi[0] == pytest.approx(2.0)
+
+
+def test_capped_subset_is_stratified_and_stable():
+    import pandas as pd
+
+    from engine.tasks.probes import select_objects
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    cat = pd.DataFrame({"object_id": np.arange(n, dtype=np.int64) * 7 + 3,
+                        "kind": np.where(np.arange(n) < 200, "star", np.where(np.arange(n) < 1900, "galaxy", "qso")),
+                        "truth_z": rng.uniform(0, 1, n), "truth_teff": rng.uniform(3000, 9000, n)})
+    cat["truth_morphology"] = np.where((cat.kind == "galaxy") & (rng.random(n) < 0.2), rng.integers(0, 10, n), -1)
+    ids = select_objects(cat, 400, seed=0)
+    sub = cat.set_index("object_id").loc[ids]
+    assert len(ids) == 400 and "qso" not in set(sub.kind)
+    assert (sub.truth_morphology >= 0).sum() == 200 and (sub.kind == "star").sum() == 60
+    np.testing.assert_array_equal(ids, select_objects(cat.sample(frac=1, random_state=1), 400, seed=0))
+    assert len(select_objects(cat, None)) == 1900
