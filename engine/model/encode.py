@@ -109,7 +109,9 @@ def encode_tokens(
 
 
 def _prepare(loaded, device: str | torch.device) -> torch.device:
-    device = torch.device(device)
+    from engine.model.loading import check_device
+
+    device = check_device(device)
     if _device_of(loaded.model) != device:
         loaded.model.to(device)
     if loaded.codecs.device != device:

@@ -255,8 +255,27 @@ def load_transformer(model_dir: Path, config: dict | None = None, device: str | 
     return model.to(device).eval()
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device; a clear error when it names a GPU this machine lacks."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ModelError(f"unknown device {device!r}; accepted: 'cpu', 'cuda', 'cuda:N'") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(
+                f"device {str(device)!r} requested but this machine has no CUDA GPU; use device 'cpu'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelError(f"device {str(device)!r}: only {torch.cuda.device_count()} GPU(s) here")
+    elif dev.type != "cpu":
+        raise ModelError(f"device {str(device)!r} is not supported; accepted: 'cpu', 'cuda', 'cuda:N'")
+    return dev
+
+
 def load_model(path_or_hub_id: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model folder (or hub id) strictly: transformer + the codecs of every modality it uses."""
+    device = check_device(device)
     root = resolve_model_dir(path_or_hub_id)
     config = read_config(root)
     model = load_transformer(root, config, device)

@@ -145,3 +145,14 @@ def test_published_style_model_with_unmapped_modalities_loads(tmp_path, tiny_pre
     assert valid.sum() == 11  # from the two fluxes only: ra/dec are never embedded
     ref, _ = embed_objects(loaded, ds, ds.ids, "photometry", progress=False)
     np.testing.assert_allclose(emb, ref, atol=1e-6)
+
+
+def test_device_errors_are_clear(tiny_model_dir):
+    from engine.model.loading import check_device
+
+    assert check_device("cpu") == torch.device("cpu")
+    with pytest.raises(ModelError, match="unknown device 'gpu0'"):
+        check_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="no CUDA GPU; use device 'cpu'"):
+            load_model(tiny_model_dir, device="cuda")
