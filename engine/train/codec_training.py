@@ -31,6 +31,7 @@ from engine.model.modalities import MODALITIES, spec
 from engine.model.presets import ModelPreset
 from engine.train import image_codec, scalar_codecs, spectrum_codec
 from engine.train.checkpoint import write_json_atomic
+from engine.train.pretrain import default_run_dir
 from engine.train.schedule import lr_at
 from engine.train.split import heldout_mask
 
@@ -166,7 +167,7 @@ def train_codecs(
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ds = open_dataset(dataset_dir)
     model_dir = Path(model_dir)
-    run_dir = Path(run_dir) if run_dir else model_dir / ".run"
+    run_dir = Path(run_dir) if run_dir else default_run_dir(model_dir)
     keys = token_keys or present_token_keys(ds)
     if not keys:
         raise DatasetError(f"{ds.root}: no modality of the registry is present; accepted: {list(MODALITIES)}")
@@ -176,7 +177,6 @@ def train_codecs(
         raise DatasetError(f"{ds.root}: every modality has fewer than {MIN_TRAIN_OBJECTS} training objects: {skipped}")
     codecs = build_codecs(preset, keys)
     stages = _Stages(run_dir, resume)
-    rng = np.random.default_rng(config.seed)
     histories: dict[str, list[dict]] = {}
     report: dict = {"dataset": str(ds.root), "dataset_hash": ds.info.get("hash"), "preset": preset.name,
                     "config": asdict(config), "token_keys": keys, "codecs": {},
@@ -203,7 +203,7 @@ def train_codecs(
             histories[name] = stages.load(name, codecs)
         else:
             train_ids = {spec(k).source: ids_with(ds, k, heldout=False) for k in image_keys}
-            stream = image_codec.batch_stream(ds, train_ids, config.batch_size, rng)
+            stream = image_codec.batch_stream(ds, train_ids, config.batch_size, np.random.default_rng(config.seed))
             histories[name] = fit(codec, lambda b: image_codec.loss(codec, b), stream, steps=config.image_steps,
                                   config=config, desc="image codec", device=dev, to_device=_image_to)
             stages.save(name, codecs, histories[name])
@@ -229,7 +229,8 @@ def train_codecs(
             histories[name] = stages.load(name, codecs)
         else:
             train_ids = {k: ids_with(ds, k, heldout=False) for k in spec_keys}
-            stream = spectrum_codec.batch_stream(ds, train_ids, config.batch_size, rng)
+            stream = spectrum_codec.batch_stream(ds, train_ids, config.batch_size,
+                                                 np.random.default_rng([config.seed, 2]))
             histories[name] = fit(codec, lambda s: spectrum_codec.loss(codec, s), stream,
                                   steps=config.spectrum_steps, config=config, desc="spectrum codec",
                                   device=dev, to_device=_spectrum_to)
@@ -240,9 +241,11 @@ def train_codecs(
             if not len(held):
                 continue
             s = _spectrum_to(spectrum_codec.read_spectra(ds, key, held), dev)
-            r2 = spectrum_codec.r2_per_spectrum(codec, s)
+            q = spectrum_codec.roundtrip_quality(codec, s)
             report["codecs"][key] = {"kind": "spectrum", "codec": "SpectrumCodec", "n": len(held),
-                                     "r2_median": float(np.median(r2)), "r2_mean": float(np.mean(r2))}
+                                     "r2_median": float(np.median(q["r2"])), "r2_mean": float(np.mean(q["r2"])),
+                                     "r2_noise_ceiling_median": float(np.median(q["r2_noise_ceiling"])),
+                                     "chi2_per_pixel_median": float(np.median(q["chi2"]))}
 
     for name, hist in histories.items():
         first, last = hist[: max(1, len(hist) // 20)], hist[-max(1, len(hist) // 20):]
