@@ -167,13 +167,53 @@ class EmbedResult:
     seconds: float
 
 
-def _job_key(dataset, encoder: Encoder, view: str, chunk_rows: int, world_size: int) -> dict[str, Any]:
+@runtime_checkable
+class MultiViewEncoder(Protocol):
+    """Several views in one pass (the AION model tokenizes each batch once for all of them).
+
+    ``__call__(dataset, object_ids)`` returns ``{view: (vectors, valid)}`` for every view in
+    ``views``; ``dims`` and ``hashes`` are per view (the baseline fits each view separately).
+    """
+
+    model_id: str
+    views: tuple[str, ...]
+    dims: dict[str, int]
+    hashes: dict[str, str]
+
+    def __call__(self, dataset: Any, object_ids: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]: ...
+
+
+class SingleView:
+    """Adapts an :class:`Encoder` of one view to :class:`MultiViewEncoder`."""
+
+    def __init__(self, encoder: Encoder, view: str):
+        self.encoder, self.model_id, self.views = encoder, encoder.model_id, (view,)
+        self.dims, self.hashes = {view: int(encoder.dim)}, {view: encoder.model_hash}
+
+    def __call__(self, dataset, object_ids):
+        return {self.views[0]: self.encoder(dataset, object_ids)}
+
+
+class PerViewEncoders:
+    """Independent per-view encoders (e.g. the baseline's fits) as one :class:`MultiViewEncoder`."""
+
+    def __init__(self, encoders: dict[str, Encoder]):
+        first = next(iter(encoders.values()))
+        self.encoders, self.model_id, self.views = encoders, first.model_id, tuple(encoders)
+        self.dims = {v: int(e.dim) for v, e in encoders.items()}
+        self.hashes = {v: e.model_hash for v, e in encoders.items()}
+
+    def __call__(self, dataset, object_ids):
+        return {v: e(dataset, object_ids) for v, e in self.encoders.items()}
+
+
+def _job_key(dataset, encoder: MultiViewEncoder, view: str, chunk_rows: int, world_size: int) -> dict[str, Any]:
     return {
         "dataset_hash": dataset.hash,
         "model_id": encoder.model_id,
-        "model_hash": encoder.model_hash,
+        "model_hash": encoder.hashes[view],
         "view": view,
-        "dim": int(encoder.dim),
+        "dim": int(encoder.dims[view]),
         "n": len(dataset),
         "chunk_rows": int(chunk_rows),
         "world_size": int(world_size),
@@ -253,11 +293,16 @@ def _check_output(vectors: np.ndarray, valid: np.ndarray, ids: np.ndarray, dim: 
     return out
 
 
-def embed_dataset(
+def embed_dataset(dataset, encoder: Encoder, view: str, view_dir: str | os.PathLike, **kwargs) -> EmbedResult:
+    """Embed every catalog row of ``dataset`` under one ``view`` into ``view_dir`` (resumable);
+    see :func:`embed_dataset_views` for the keyword arguments."""
+    return embed_dataset_views(dataset, SingleView(encoder, view), {view: view_dir}, **kwargs)[view]
+
+
+def embed_dataset_views(
     dataset,
-    encoder: Encoder,
-    view: str,
-    view_dir: str | os.PathLike,
+    encoder: MultiViewEncoder,
+    view_dirs: dict[str, str | os.PathLike],
     *,
     batch_size: int = 64,
     chunk_batches: int = 8,
@@ -266,56 +311,68 @@ def embed_dataset(
     barrier: Callable[[], None] | None = None,
     progress: bool = True,
     extra_meta: dict[str, Any] | None = None,
-) -> EmbedResult:
-    """Embed every catalog row of ``dataset`` under ``view`` into ``view_dir`` (resumable).
+) -> dict[str, EmbedResult]:
+    """Embed every catalog row under each view of ``view_dirs`` (resumable, one encoder pass).
 
     Each rank computes rows ``shard_range(n, rank, world_size)`` in chunks of
-    ``batch_size * chunk_batches`` rows; after ``barrier()`` rank 0 merges the shards.
-    Returns counts of chunks computed in this call so callers (and tests) can see resumption.
+    ``batch_size * chunk_batches`` rows; a chunk is redone only if some view lacks it. After
+    ``barrier()`` rank 0 merges every view's shards. Returns, per view, how many chunks were
+    computed in this call, so callers (and tests) can see resumption.
     """
-    if view not in VIEWS:
-        raise IndexError_(f"unknown view {view!r}; accepted: {', '.join(VIEWS)}")
+    views = list(view_dirs)
+    unknown = [v for v in views if v not in VIEWS]
+    if unknown or not views:
+        raise IndexError_(f"unknown view(s) {unknown!r}; accepted: {', '.join(VIEWS)}")
     if batch_size < 1 or chunk_batches < 1:
         raise ValueError(f"batch_size and chunk_batches must be >= 1, got {batch_size!r}, {chunk_batches!r}")
     t0 = time.perf_counter()
-    view_dir = Path(view_dir)
-    job = view_dir / JOB_DIR
-    job.mkdir(parents=True, exist_ok=True)
     n = len(dataset)
-    key = _job_key(dataset, encoder, view, batch_size * chunk_batches, world_size)
     start, stop = shard_range(n, rank, world_size)
-    shard = _Shard(job / f"shard-{rank}-of-{world_size}", key, rank, start, stop)
+    keys, shards, jobs = {}, {}, {}
+    for view in views:
+        vdir = Path(view_dirs[view])
+        jobs[view] = vdir / JOB_DIR
+        jobs[view].mkdir(parents=True, exist_ok=True)
+        keys[view] = _job_key(dataset, encoder, view, batch_size * chunk_batches, world_size)
+        shards[view] = _Shard(jobs[view] / f"shard-{rank}-of-{world_size}", keys[view], rank, start, stop)
+    any_shard = shards[views[0]]
     ids = dataset.ids
-    todo = [c for c in range(shard.n_chunks) if not shard.done[c]]
+    todo = [c for c in range(any_shard.n_chunks) if not all(shards[v].done[c] for v in views)]
     encoded = 0
-    with tqdm(total=stop - start, desc=f"embed {view} [{rank}/{world_size}]", unit="obj", disable=not progress,
-              position=rank, dynamic_ncols=True) as bar:
-        bar.update(sum(shard.chunk_rows(c)[1] - shard.chunk_rows(c)[0] for c in range(shard.n_chunks)
-                       if shard.done[c]))
+    with tqdm(total=stop - start, desc=f"embed {'+'.join(views)} [{rank}/{world_size}]", unit="obj",
+              disable=not progress, position=rank, dynamic_ncols=True) as bar:
+        bar.update(sum(b - a for a, b in map(any_shard.chunk_rows, range(any_shard.n_chunks))) -
+                   sum(b - a for a, b in map(any_shard.chunk_rows, todo)))
         for c in todo:
-            a, b = shard.chunk_rows(c)
-            parts_v, parts_ok = [], []
+            a, b = any_shard.chunk_rows(c)
+            parts: dict[str, tuple[list, list]] = {v: ([], []) for v in views}
             for s in range(a, b, batch_size):
                 batch = ids[start + s : start + min(s + batch_size, b)]
-                vec, ok = encoder(dataset, batch)
-                parts_v.append(_check_output(vec, ok, batch, key["dim"], encoder.model_id))
-                parts_ok.append(np.asarray(ok, bool))
+                out = encoder(dataset, batch)
+                for v in views:
+                    vec, ok = out[v]
+                    parts[v][0].append(_check_output(vec, ok, batch, keys[v]["dim"], encoder.model_id))
+                    parts[v][1].append(np.asarray(ok, bool))
                 bar.update(len(batch))
-            shard.commit(c, np.concatenate(parts_v), np.concatenate(parts_ok))
+            for v in views:
+                shards[v].commit(c, np.concatenate(parts[v][0]), np.concatenate(parts[v][1]))
             encoded += 1
-    shard.close()
+    for shard in shards.values():
+        shard.close()
     if barrier is not None:
         barrier()
-    meta = None
+    metas: dict[str, dict[str, Any] | None] = dict.fromkeys(views)
     if rank == 0:
-        meta = _merge(job, key, view_dir, dataset, encoder, view, extra_meta)
-        shutil.rmtree(job, ignore_errors=True)
+        for v in views:
+            metas[v] = _merge(jobs[v], keys[v], Path(view_dirs[v]), dataset, encoder.model_id, v, extra_meta)
+            shutil.rmtree(jobs[v], ignore_errors=True)
     if barrier is not None:
         barrier()
-    return EmbedResult(view_dir, meta, encoded, shard.n_chunks, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    return {v: EmbedResult(Path(view_dirs[v]), metas[v], encoded, any_shard.n_chunks, seconds) for v in views}
 
 
-def _merge(job: Path, key: dict[str, Any], view_dir: Path, dataset, encoder: Encoder, view: str,
+def _merge(job: Path, key: dict[str, Any], view_dir: Path, dataset, model_id: str, view: str,
            extra: dict[str, Any] | None) -> dict[str, Any]:
     """Concatenate the shards into the final atomic files; refuses if any shard is unfinished."""
     n, dim, world = key["n"], key["dim"], key["world_size"]
@@ -336,5 +393,4 @@ def _merge(job: Path, key: dict[str, Any], view_dir: Path, dataset, encoder: Enc
             valid[a:b] = np.load(folder / "valid.npy")
         out.flush()
         del out
-    return _finish(view_dir, valid, (n, dim), encoder.model_id, encoder.model_hash, dataset.hash, view,
-                   dataset.name, extra)
+    return _finish(view_dir, valid, (n, dim), model_id, key["model_hash"], dataset.hash, view, dataset.name, extra)

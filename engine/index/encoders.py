@@ -38,6 +38,37 @@ class ModelEncoder:
                              batch_size=self.batch_size, device=self.device, progress=False)
 
 
+class ModelViewsEncoder:
+    """An AION model for several views at once (:class:`~engine.index.embeddings.MultiViewEncoder`):
+    ``engine.model.encode.embed_views`` reads and tokenizes each batch once for all views."""
+
+    def __init__(self, model: str | os.PathLike, views, *, batch_size: int = 64, device: str = "cpu", loaded=None):
+        from engine.model.loading import load_model
+
+        self.loaded = loaded if loaded is not None else load_model(model, device=device)
+        self.views, self.batch_size, self.device = tuple(views), batch_size, device
+        self.model_id = self.loaded.model_id
+        self.dims = dict.fromkeys(self.views, int(self.loaded.dim))
+        self.hashes = dict.fromkeys(self.views, self.loaded.hash)
+
+    def __call__(self, dataset, object_ids):
+        from engine.model.encode import embed_views
+
+        return embed_views(self.loaded, dataset, np.asarray(object_ids, dtype=np.int64), self.views,
+                           batch_size=self.batch_size, device=self.device, progress=False)
+
+
+def open_views_encoder(model: str | os.PathLike, view_dirs: dict[str, Path], *, fit_dataset=None,
+                       batch_size: int = 64, device: str = "cpu"):
+    """A :class:`~engine.index.embeddings.MultiViewEncoder` for the views of ``view_dirs``."""
+    if is_baseline(model):
+        from engine.index.embeddings import PerViewEncoders
+
+        return PerViewEncoders({v: open_encoder(model, v, view_dir=d, fit_dataset=fit_dataset)
+                                for v, d in view_dirs.items()})
+    return ModelViewsEncoder(model, list(view_dirs), batch_size=batch_size, device=device)
+
+
 def open_encoder(model: str | os.PathLike, view: str, *, view_dir: Path | None = None, fit_dataset=None,
                  batch_size: int = 64, device: str = "cpu"):
     """The encoder for ``model``: the baseline is loaded from ``view_dir`` (or fitted on
@@ -71,4 +102,5 @@ def current_model_hash(model: str | os.PathLike, view: str, view_dir: Path) -> s
         return None
 
 
-__all__ = ["BASELINE_ID", "ModelEncoder", "PixelPCAEncoder", "current_model_hash", "open_encoder"]
+__all__ = ["BASELINE_ID", "ModelEncoder", "ModelViewsEncoder", "PixelPCAEncoder", "current_model_hash", "open_encoder",
+           "open_views_encoder"]

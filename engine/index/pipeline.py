@@ -14,8 +14,14 @@ from engine.data.store import Dataset, open_dataset
 from engine.errors import IndexError_
 from engine.index import faiss_build as fb
 from engine.index.baseline import PixelPCAEncoder, is_baseline
-from engine.index.embeddings import EmbeddingStore, EmbedResult, embed_dataset
-from engine.index.encoders import current_model_hash, open_encoder
+from engine.index.embeddings import (
+    EmbeddingStore,
+    EmbedResult,
+    PerViewEncoders,
+    embed_dataset,
+    embed_dataset_views,
+)
+from engine.index.encoders import current_model_hash, open_encoder, open_views_encoder
 from engine.index.manifest import VIEWS, rebuild_command, write_index_and_manifest
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,35 @@ def embed_view(
     return embed_dataset(ds, encoder, view, vdir, batch_size=batch_size, chunk_batches=chunk_batches, rank=rank,
                          world_size=world_size, barrier=barrier, progress=progress,
                          extra_meta={"model": str(model)})
+
+
+def embed_views(
+    dataset: str | os.PathLike | Dataset,
+    model: str | os.PathLike,
+    views: list[str] | tuple[str, ...],
+    *,
+    batch_size: int = 64,
+    chunk_batches: int = 8,
+    device: str = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+    barrier=None,
+    progress: bool = True,
+) -> dict[str, EmbedResult]:
+    """Embed several views in one pass over the dataset (the model tokenizes each batch once)."""
+    for view in views:
+        _check_view(view)
+    ds = _dataset(dataset)
+    dirs = {v: paths.view_dir(ds.name, model, v) for v in dict.fromkeys(views)}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    encoder = open_views_encoder(model, dirs, fit_dataset=ds, batch_size=batch_size, device=device)
+    if isinstance(encoder, PerViewEncoders) and rank == 0:
+        for v, enc in encoder.encoders.items():
+            enc.save(dirs[v])
+    return embed_dataset_views(ds, encoder, dirs, batch_size=batch_size, chunk_batches=chunk_batches, rank=rank,
+                               world_size=world_size, barrier=barrier, progress=progress,
+                               extra_meta={"model": str(model)})
 
 
 def build_view_index(

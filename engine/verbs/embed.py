@@ -13,7 +13,8 @@ VIEWS = ("image", "spectrum", "photometry", "joint")
 def setup_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="dataset folder")
     parser.add_argument("--model", required=True, help="model folder, hub id, or 'pixel-pca' (the baseline)")
-    parser.add_argument("--view", required=True, choices=VIEWS, help="modalities fed to the encoder")
+    parser.add_argument("--view", required=True, nargs="+", choices=(*VIEWS, "all"),
+                        help="view(s) to embed; several (or 'all') share one pass: each batch is tokenized once")
     parser.add_argument("--batch-size", type=int, default=64, help="objects per encoder call (default 64)")
     parser.add_argument("--chunk-batches", type=int, default=8,
                         help="batches per resumable chunk: a kill loses at most one chunk (default 8)")
@@ -40,7 +41,7 @@ def _distributed(device: str):
 
 def run_cli(args: argparse.Namespace) -> int:
     from engine.errors import ValidationError
-    from engine.index.pipeline import embed_view
+    from engine.index.pipeline import embed_views
 
     if args.batch_size < 1 or args.chunk_batches < 1:
         raise ValidationError(f"--batch-size and --chunk-batches must be >= 1, got {args.batch_size}, {args.chunk_batches}")
@@ -50,18 +51,20 @@ def run_cli(args: argparse.Namespace) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     rank, world, barrier, device = _distributed(device)
-    result = embed_view(args.dataset, args.model, args.view, batch_size=args.batch_size,
-                        chunk_batches=args.chunk_batches, device=device, rank=rank, world_size=world,
-                        barrier=barrier, progress=not args.quiet)
+    views = list(VIEWS) if "all" in args.view else list(dict.fromkeys(args.view))
+    results = embed_views(args.dataset, args.model, views, batch_size=args.batch_size,
+                          chunk_batches=args.chunk_batches, device=device, rank=rank, world_size=world,
+                          barrier=barrier, progress=not args.quiet)
     if rank != 0:
         return 0
-    meta = result.meta or {}
-    if args.json:
-        print(json.dumps({**meta, "seconds": round(result.seconds, 2), "chunks_computed": result.encoded_chunks,
-                          "chunks_total": result.total_chunks, "view_dir": str(result.view_dir)}, indent=2))
-    else:
-        resumed = result.total_chunks - result.encoded_chunks
-        print(f"embedded {meta.get('n_valid')}/{meta.get('count')} objects ({args.view}, dim {meta.get('dim')}) "
-              f"in {result.seconds:.1f}s" + (f", {resumed} chunk(s) resumed" if resumed else "")
-              + f" -> {result.view_dir}")
+    for view, result in results.items():
+        meta = result.meta or {}
+        if args.json:
+            print(json.dumps({**meta, "seconds": round(result.seconds, 2), "chunks_computed": result.encoded_chunks,
+                              "chunks_total": result.total_chunks, "view_dir": str(result.view_dir)}, indent=2))
+        else:
+            resumed = result.total_chunks - result.encoded_chunks
+            print(f"embedded {meta.get('n_valid')}/{meta.get('count')} objects ({view}, dim {meta.get('dim')}) "
+                  f"in {result.seconds:.1f}s" + (f", {resumed} chunk(s) resumed" if resumed else "")
+                  + f" -> {result.view_dir}")
     return 0
