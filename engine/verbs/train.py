@@ -121,10 +121,12 @@ def _print_summary(summary: dict, out: str) -> None:
     codecs = summary.get("codecs")
     if codecs:
         for key, r in codecs.get("codecs", {}).items():
-            if "chi2_per_pixel_median" in r:
-                print(f"{key}: held-out chi2/pixel {r['chi2_per_pixel_median']:.3g} (untrained {r['untrained_chi2_per_pixel_median']:.3g})")
-            elif "r2_median" in r:
-                print(f"{key}: held-out R^2 median {r['r2_median']:.3f}")
+            if r.get("kind") == "image":
+                print(f"{key}: held-out chi2/pixel {r['chi2_per_pixel_median']:.3g} "
+                      f"(untrained {r['untrained_chi2_per_pixel_median']:.3g})")
+            elif r.get("kind") == "spectrum":
+                print(f"{key}: held-out chi2/pixel {r['chi2_per_pixel_median']:.3g}, R^2 median {r['r2_median']:.3f} "
+                      f"(noise ceiling {r['r2_noise_ceiling_median']:.3f})")
         print(f"codecs written to {out}/codecs ({codecs.get('seconds')} s)")
     model = summary.get("model")
     if model:

@@ -123,3 +123,26 @@ def test_torchrun_two_ranks_gloo(train_data, tiny_preset, codec_dir, tmp_path):
     assert records[-1]["step"] == 40
     assert sum(r["loss"] for r in records[-3:]) < sum(r["loss"] for r in records[:3])
     assert params_digest(load_model(model_dir).model) == d0  # what rank 0 saved is what the ranks trained
+
+
+def test_cli_train_all_and_bad_input(train_data, tiny_preset, tmp_path, capsys):
+    """`aion-engine train all` end to end (tiny), and one clean error line for bad input."""
+    from engine.cli import main
+
+    preset_json = tmp_path / "tiny.json"
+    preset_json.write_text(json.dumps({"base": "nano", **{k: v for k, v in dataclasses.asdict(tiny_preset).items()
+                                                           if k != "notes"}}))
+    out = tmp_path / "model"
+    rc = main(["train", "all", "--dataset", str(train_data), "--preset", str(preset_json), "--out", str(out),
+               "--run-dir", str(tmp_path / "run"), "--image-steps", "2", "--spectrum-steps", "2", "--max-steps", "3",
+               "--batch-size", "4", "--warmup", "1", "--no-eval", "--device", "cpu"])
+    assert rc == 0
+    assert load_model(out).config["dim"] == tiny_preset.dim
+    capsys.readouterr()
+    assert main(["train", "model", "--dataset", str(train_data), "--preset", "huge", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model preset 'huge'" in err and "nano" in err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"base": "nano", "dimm": 3}))
+    assert main(["train", "model", "--dataset", str(train_data), "--preset", str(bad), "--out", str(out)]) == 2
+    assert "'dimm'" in capsys.readouterr().err
