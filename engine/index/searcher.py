@@ -242,7 +242,8 @@ class Searcher:
         row_mask = self.allowed_rows(kinds=kinds, z_range=z_range, ranges=ranges)
         allowed = None if row_mask is None else row_mask[self._rows]
         n_allowed = self.count if allowed is None else int(allowed.sum())
-        want = min(k, n_allowed - len(excluded_pos & (set(np.flatnonzero(allowed)) if allowed is not None else excluded_pos)))
+        n_excluded = len(excluded_pos) if allowed is None else sum(1 for p in excluded_pos if allowed[p])
+        want = min(k, n_allowed - n_excluded)
         if want <= 0:
             return []
         if allowed is not None and n_allowed <= EXACT_SUBSET_MAX:
