@@ -61,8 +61,9 @@ def simulate_objects(pop: pd.DataFrame, seed: int, *, workers: int = 1, progress
                 bar.update(len(chunk))
                 yield chunk
             return
+        # not "fork": a parent that already ran OpenMP code (torch in a test session) can hang forked children
         methods = mp.get_all_start_methods()
-        ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+        ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
         with ctx.Pool(workers) as pool:
             for chunk in pool.imap(_simulate_chunk, tasks):
                 bar.update(len(chunk))
