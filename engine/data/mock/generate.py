@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +50,19 @@ def _chunks(pop: pd.DataFrame, seed: int, size: int) -> Iterator[tuple[int, list
         yield seed, records[start : start + size]
 
 
+def _pool_context():
+    """"fork" (workers inherit the loaded modules: fast start) unless torch is loaded: a parent that ran
+    OpenMP code can hang forked children, so then a forkserver with the simulation modules preloaded."""
+    methods = mp.get_all_start_methods()
+    if "fork" in methods and "torch" not in sys.modules:
+        return mp.get_context("fork")
+    if "forkserver" in methods:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["engine.data.mock.objects"])
+        return ctx
+    return mp.get_context("spawn")
+
+
 def simulate_objects(pop: pd.DataFrame, seed: int, *, workers: int = 1, progress: bool = True,
                      chunk_size: int = 8) -> Iterator[list[ObjectData]]:
     """Yield simulated chunks in population order, using ``workers`` processes."""
@@ -61,10 +75,7 @@ def simulate_objects(pop: pd.DataFrame, seed: int, *, workers: int = 1, progress
                 bar.update(len(chunk))
                 yield chunk
             return
-        # not "fork": a parent that already ran OpenMP code (torch in a test session) can hang forked children
-        methods = mp.get_all_start_methods()
-        ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-        with ctx.Pool(workers) as pool:
+        with _pool_context().Pool(workers) as pool:
             for chunk in pool.imap(_simulate_chunk, tasks):
                 bar.update(len(chunk))
                 yield chunk
