@@ -13,6 +13,7 @@ under ``<index root>/<dataset>/baselines/`` and reused by every evaluation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -270,6 +271,43 @@ def run_baselines(
         cached = json.loads(res_path.read_text())
         if cached.get("settings") == settings and (out / "heldout.parquet").is_file():
             return cached
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out / "baselines.lock"):  # a second caller waits for the first, then reuses its results
+        if reuse and res_path.is_file():
+            cached = json.loads(res_path.read_text())
+            if cached.get("settings") == settings and (out / "heldout.parquet").is_file():
+                return cached
+        return _run_baselines(dataset, out, settings, seed=seed, epochs=epochs, max_objects=max_objects,
+                              progress=progress, max_seg_galaxies=max_seg_galaxies)
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path, poll_s: float = 5.0):
+    """A lock file holding the owner's pid; a stale lock (owner dead) is taken over."""
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            break
+        except FileExistsError:
+            try:
+                owner = int(lock.read_text() or 0)
+                os.kill(owner, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)
+                continue
+            except PermissionError:
+                pass
+            time.sleep(poll_s)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _run_baselines(dataset, out: Path, settings: dict, *, seed, epochs, max_objects, progress, max_seg_galaxies) -> dict:
+    res_path = out / "baselines.json"
     cat = dataset.catalog.set_index("object_id", drop=False)
     ids = select_objects(dataset.catalog, max_objects, seed)
     config = FitConfig(epochs=epochs, batch_size=64, lr=2e-3, seed=seed, progress=progress)

@@ -57,6 +57,29 @@ def _probe_results(dataset_dir, model_dir, loaded, dataset, *, seed, epochs, max
                         max_seg_galaxies=max_seg_galaxies, loaded=loaded)
 
 
+def _superres_results(loaded, dataset, model_dir, *, seed, config, max_per_kind, progress, retrain) -> tuple[dict, dict]:
+    """Super-resolution scores, cached beside the probes (keyed by model, dataset and settings)."""
+    from dataclasses import asdict
+
+    folder = probes_dir(dataset, model_dir)
+    path, ex_path = folder / "superres.json", folder / "superres_examples.npz"
+    key = {"model_hash": loaded.hash, "dataset_hash": dataset.info.get("hash"), "seed": seed, "config": asdict(config),
+           "max_per_kind": max_per_kind}
+    if not retrain and path.is_file() and ex_path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            with np.load(ex_path) as ex:
+                return cached["results"], {k: ex[k] for k in ex.files}
+    results, examples = evaluate_superres(loaded, dataset, seed=seed, config=config, max_per_kind=max_per_kind,
+                                          progress=progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = ex_path.with_name(f"superres_examples.tmp{os.getpid()}.npz")
+    np.savez_compressed(tmp, **examples)
+    os.replace(tmp, ex_path)
+    _write(path, json.dumps({"key": key, "results": results}, indent=2, default=_jsonable))
+    return results, examples
+
+
 def collect(probes: dict, baselines: dict, superres: dict | None) -> dict:
     """One flat structure: per target, method -> score (R^2 or accuracy); segmentation; super-resolution."""
     props: dict = {}
@@ -317,8 +340,8 @@ def evaluate(
                             max_seg_galaxies=max_seg_galaxies, progress=progress, retrain=retrain)
     baselines = run_baselines(dataset_dir, seed=seed, epochs=baseline_epochs, max_objects=max_objects,
                               max_seg_galaxies=max_seg_galaxies, progress=progress)
-    sr, sr_examples = evaluate_superres(loaded, dataset, seed=seed, config=superres, max_per_kind=superres_per_kind,
-                                       progress=progress)
+    sr, sr_examples = _superres_results(loaded, dataset, model_dir, seed=seed, config=superres,
+                                        max_per_kind=superres_per_kind, progress=progress, retrain=retrain)
     table = collect(probes, baselines, sr)
     meta = {"dataset": dataset.name, "dataset_hash": dataset.info.get("hash"), "model_id": loaded.model_id,
             "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "baseline_epochs": baseline_epochs,
