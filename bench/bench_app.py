@@ -249,7 +249,7 @@ def bench_sessions(proc: subprocess.Popen, port: int, results: dict, n: int = 20
 
     def open_one(i: int) -> None:
         try:
-            s = pull_session(url=url + f"?object=&tab=sky&i={i}")
+            s = pull_session(url=url + f"?tab=sky&i={i}")
             with lock:
                 sessions.append(s)
         except Exception as exc:  # recorded, not raised: the benchmark reports every failure
