@@ -14,6 +14,10 @@ import torch
 
 from engine.model.modalities import spec
 
+#: Modalities drawn in the per-modality loss panel (when the model has them).
+_CURVE_KEYS = ("tok_image", "tok_spectrum_desi", "tok_z", "tok_flux_g", "tok_flux_w1", "tok_shape_r", "tok_xp_bp",
+               "tok_mag_g")
+
 
 def _smooth(y: np.ndarray, n: int) -> np.ndarray:
     if len(y) < n or n < 2:
@@ -35,7 +39,8 @@ def loss_curve(metrics_jsonl: Path, out_png: Path) -> None:
         for k, v in r.get("mod_loss", {}).items():
             if v > 0:
                 per_mod.setdefault(k, []).append((r["step"], v))
-    for k, pts in sorted(per_mod.items(), key=lambda kv: -kv[1][0][1])[:8]:
+    shown = [k for k in _CURVE_KEYS if k in per_mod] or sorted(per_mod)[:8]
+    for k, pts in ((k, per_mod[k]) for k in shown):
         s, v = np.array(pts).T
         n = max(1, len(v) // 30)
         axes[1].plot(s[n - 1 :] if n > 1 and len(v) >= n else s, _smooth(v, n), lw=1, label=k)
