@@ -134,3 +134,23 @@ def test_approximate_kinds_end_to_end_match_flat(index_dataset, use_built, tmp_p
     got = {oid: [h.object_id for h in approx.similar(oid, 5)] for oid in expected}
     overlap = np.mean([len(set(expected[o]) & set(got[o])) / 5 for o in expected])
     assert overlap >= 0.9
+
+
+def test_similar_cli_feedback_file_and_filters(index_dataset, use_built, capsys, tmp_path):
+    from astropy.io import fits
+
+    ds = open_dataset(index_dataset)
+    args = ["similar", "--dataset", str(index_dataset), "--model", "pixel-pca", "--view", "image", "--json"]
+    like, unlike = [int(ds.ids[0]), int(ds.ids[3])], [int(ds.ids[1])]
+    capsys.readouterr()
+    assert main([*args, "--like", *map(str, like), "--unlike", *map(str, unlike), "-k", "4"]) == 0
+    res = json.loads(capsys.readouterr().out)["results"]
+    assert len(res) == 4 and not {r["object_id"] for r in res} & {*like, *unlike}
+    row = ds.read("image_ls", [int(ds.ids[6])])
+    path = tmp_path / "cut.fits"
+    fits.PrimaryHDU(row["image_array"][0]).writeto(path)
+    assert main([*args, "--file", str(path), "-k", "2", "--z-max", "0.5", "--range", "mag_r::40"]) == 0
+    res = json.loads(capsys.readouterr().out)["results"]
+    assert res[0]["object_id"] == int(ds.ids[6])
+    assert main([*args, "--object-id", str(ds.ids[0]), "--kind", "qso", "-k", "2"]) == 0
+    assert {r["kind"] for r in json.loads(capsys.readouterr().out)["results"]} == {"qso"}
