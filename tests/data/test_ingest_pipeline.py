@@ -37,3 +37,21 @@ def test_ingested_spectra_embed_and_index(tmp_path):
     built = build_index(vectors, "flat", use_gpu=False)
     _, hits = built.index.search(vectors[:3], 1)
     assert hits[:, 0].tolist() == [0, 1, 2]  # every spectrum finds itself first
+
+
+def test_ingested_images_embed_and_index(tmp_path):
+    rng = np.random.default_rng(31)
+    root = tmp_path / "mmu"
+    n = 10
+    producers.mmu_legacysurvey(
+        producers.mmu_path(root, "dr10_south_21", 1), np.linspace(10, 11, n), np.zeros(n), rng, size=100
+    )
+    ingest([root], tmp_path / "ds", "mmu", progress=False)
+    ds = open_dataset(tmp_path / "ds")
+    encoder = PixelPCAEncoder.fit(ds, "image", n_components=4)
+    embed_dataset(ds, encoder, "image", tmp_path / "idx" / "image", batch_size=4, progress=False)
+    store = EmbeddingStore.open(tmp_path / "idx" / "image")
+    assert store.valid.all() and store.vectors.shape == (n, 4)
+    vectors = store.normalized()
+    _, hits = build_index(vectors, "flat", use_gpu=False).index.search(vectors[:3], 1)
+    assert hits[:, 0].tolist() == [0, 1, 2]
