@@ -142,6 +142,8 @@ class ArraySource:
         return f"has_{self.name}"
 
 
+#: Masks: ``image_mask`` / ``spectrum_mask`` True marks a *bad* pixel, and bad pixels carry ivar 0
+#: (MMU's Legacy Survey files store the opposite sense; the reader inverts it on the way in).
 IMAGE_FIELDS = ("image_array", "image_ivar", "image_mask", "image_band")
 IMAGE_OPTIONAL = ("image_psf_fwhm", "image_scale")
 SPECTRUM_FIELDS = ("spectrum_flux", "spectrum_ivar", "spectrum_lambda", "spectrum_mask")
