@@ -64,8 +64,11 @@ def test_gallery_shows_k_hits_and_click_selects(page, served_app, tiny_mock, ima
     assert second != oid
     cards.nth(1).locator("img").click()
     wait_selected(page, second)
-    helpers.wait_idle(page)
-    assert page.locator(".aion-card").first.get_attribute("data-object-id") != str(second)  # new search ran
+    from playwright.sync_api import expect
+
+    # the new search ran: an object's own gallery never lists itself, and it again shows k hits
+    expect(page.locator(f".aion-card[data-object-id='{second}']")).to_have_count(0, timeout=30_000)
+    expect(page.locator(".aion-card")).to_have_count(12, timeout=30_000)
     assert page.aion_errors == []
 
 
