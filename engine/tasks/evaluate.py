@@ -357,6 +357,40 @@ def evaluate(
     return results
 
 
+def report_from_caches(dataset_dir, model_dir, out_dir=None) -> dict:
+    """Write the table from whatever finished results are cached (probes, baselines, super-resolution),
+    without computing anything; sections whose run has not finished are left out and listed."""
+    from engine.model.loading import load_model
+
+    dataset = open_dataset(dataset_dir)
+    loaded = load_model(model_dir)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(dataset.name, loaded.model_id)
+    out.mkdir(parents=True, exist_ok=True)
+    pdir, bdir = probes_dir(dataset, model_dir), baselines_dir(dataset)
+    read = lambda p: json.loads(p.read_text()) if p.is_file() else {}  # noqa: E731
+    probes = read(pdir / "probes.json")
+    if probes.get("model_hash") != loaded.hash:
+        probes = {}
+    baselines = read(bdir / "baselines.json")
+    sr = read(pdir / "superres.json")
+    sr = sr.get("results", {}) if sr.get("key", {}).get("model_hash") == loaded.hash else {}
+    missing = [name for name, part in (("probes", probes), ("baselines", baselines), ("super-resolution", sr)) if not part]
+    table = collect(probes, baselines, sr)
+    meta = {"dataset": dataset.name, "dataset_hash": dataset.info.get("hash"), "model_id": loaded.model_id,
+            "model_hash": loaded.hash, "seed": probes.get("seed", 0), "max_objects": probes.get("max_objects"),
+            "max_seg_galaxies": probes.get("max_seg_galaxies"), "n_objects": probes.get("n_objects"), "device": "CPU",
+            "seconds": float(probes.get("seconds", 0)) + float(baselines.get("seconds", 0)), "missing": missing}
+    results = {"meta": meta, **table, "verdicts": verdicts(table)}
+    results["plots"] = _plots(out, dataset, pdir, bdir, None)
+    text = markdown(table, meta)
+    if missing:
+        text += "\n**Not finished when this table was written:** " + ", ".join(missing) + ".\n"
+    _write(out / "results.json", json.dumps(results, indent=2, default=_jsonable))
+    _write(out / "results.md", text)
+    results["out_dir"] = str(out)
+    return results
+
+
 def _jsonable(obj):
     if isinstance(obj, np.generic):
         return obj.item()

@@ -190,3 +190,14 @@ def test_tokenize_reuses_the_pretraining_token_table(tmp_path, tiny_mock, task_m
     for k in keys:
         np.testing.assert_array_equal(present[k], fresh_present[k])
         np.testing.assert_array_equal(tok[k][present[k]], fresh_tok[k][fresh_present[k]])
+
+
+def test_report_from_caches_lists_what_is_missing(trained, results_root, tiny_mock, task_model_dir, tmp_path):
+    from engine.tasks.evaluate import report_from_caches
+
+    res = report_from_caches(tiny_mock, task_model_dir, tmp_path / "partial")
+    md = (tmp_path / "partial" / "results.md").read_text()
+    assert "## Properties" in md and "probe: photometry+image+spectrum" in md
+    assert res["meta"]["model_hash"] == trained["model_hash"]
+    if res["meta"]["missing"]:
+        assert "Not finished when this table was written" in md
