@@ -62,30 +62,45 @@ def ensure_model(model_dir: Path) -> str:
     )
 
 
-def ensure_view(dataset_dir: Path, model: Path | str, view: str, *, progress: bool = True) -> str:
-    """Embeddings + index for one view, rebuilt only when the index is missing or stale."""
-    from engine.index.embeddings import EmbeddingStore
-    from engine.index.encoders import current_model_hash
-    from engine.index.pipeline import build_view_index, embed_view
+def _index_fresh(dataset_dir: Path, model: Path | str, view: str) -> bool:
     from engine.index.searcher import Searcher
 
     try:
         Searcher.open(dataset_dir, model, view)
-        return "up to date"
+        return True
     except IndexError_:
-        pass
-    ds = open_dataset(dataset_dir)
+        return False
+
+
+def _embeddings_fresh(ds, model: Path | str, view: str) -> bool:
+    from engine.index.embeddings import EmbeddingStore
+    from engine.index.encoders import current_model_hash
+
     vdir = paths.view_dir(ds.name, model, view)
-    fresh = False
     try:
         meta = EmbeddingStore.open(vdir).meta
-        fresh = meta.get("dataset_hash") == ds.hash and meta.get("model_hash") == current_model_hash(model, view, vdir)
     except (EngineError, OSError, ValueError):
-        fresh = False
-    if not fresh:
-        embed_view(ds, model, view, progress=progress)
-    build_view_index(ds, model, view, progress=progress)
-    return "built" if not fresh else "index rebuilt"
+        return False
+    return meta.get("dataset_hash") == ds.hash and meta.get("model_hash") == current_model_hash(model, view, vdir)
+
+
+def ensure_views(dataset_dir: Path, model: Path | str, views: tuple[str, ...], *, progress: bool = True) -> dict[str, str]:
+    """Embeddings + index per view, rebuilt only where the index is missing or stale. Stale views
+    are embedded in one pass over the dataset (each batch read and tokenized once for all of them)."""
+    from engine.index.pipeline import build_view_index, embed_views
+
+    status = {v: "up to date" for v in views if _index_fresh(dataset_dir, model, v)}
+    todo = [v for v in views if v not in status]
+    if not todo:
+        return status
+    ds = open_dataset(dataset_dir)
+    to_embed = [v for v in todo if not _embeddings_fresh(ds, model, v)]
+    if to_embed:
+        embed_views(ds, model, to_embed, progress=progress)
+    for view in todo:
+        build_view_index(ds, model, view, progress=progress)
+        status[view] = "built" if view in to_embed else "index rebuilt"
+    return status
 
 
 def ensure_predictions(dataset_dir: Path, model: Path | str, *, progress: bool = True) -> str:
@@ -106,9 +121,9 @@ def prepare(
     """Build what the app reads for ``dataset_dir`` under ``model``; idempotent."""
     dataset_dir, model_path = Path(dataset_dir), Path(model)
     report = PrepareReport(str(dataset_dir), str(model))
-    for view in views:
-        t0 = time.perf_counter()
-        report.record(f"view:{view}", ensure_view(dataset_dir, model_path, view, progress=progress), t0)
+    t0 = time.perf_counter()
+    for view, status in ensure_views(dataset_dir, model_path, views, progress=progress).items():
+        report.record(f"view:{view}", status, t0)
     if predictions:
         t0 = time.perf_counter()
         report.record("predictions", ensure_predictions(dataset_dir, model_path, progress=progress), t0)
