@@ -381,7 +381,11 @@ def report_from_caches(dataset_dir, model_dir, out_dir=None) -> dict:
             "max_seg_galaxies": probes.get("max_seg_galaxies"), "n_objects": probes.get("n_objects"), "device": "CPU",
             "seconds": float(probes.get("seconds", 0)) + float(baselines.get("seconds", 0)), "missing": missing}
     results = {"meta": meta, **table, "verdicts": verdicts(table)}
-    results["plots"] = _plots(out, dataset, pdir, bdir, None)
+    examples = None
+    if sr and (pdir / "superres_examples.npz").is_file():
+        with np.load(pdir / "superres_examples.npz") as ex:
+            examples = {k: ex[k] for k in ex.files}
+    results["plots"] = _plots(out, dataset, pdir, bdir, examples)
     text = markdown(table, meta)
     if missing:
         text += "\n**Not finished when this table was written:** " + ", ".join(missing) + ".\n"
