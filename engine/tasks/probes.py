@@ -97,6 +97,19 @@ def select_objects(catalog: pd.DataFrame, max_objects: int | None, seed: int = 0
     return np.sort(np.concatenate(chosen))
 
 
+def _split_rows(ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Row positions in ``ids`` of the fit / validation / held-out objects (the split every probe
+    shares), or None when too few objects are left to train and test a head."""
+    held = is_held_out(ids, seed)
+    fit_ids, val_ids = validation_ids(ids[~held], seed)
+    if len(fit_ids) < 4 or held.sum() < 2:
+        return None
+    pos = {int(i): r for r, i in enumerate(ids)}
+    fit_r = np.array([pos[int(i)] for i in fit_ids])
+    val_r = np.array([pos[int(i)] for i in val_ids], dtype=np.int64)
+    return fit_r, val_r, np.flatnonzero(held)
+
+
 def _tensor(cache: TokenCache, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     order = np.argsort(rows)
     emb = np.empty((len(rows), *cache.embeddings.shape[1:]), dtype=np.float16)
@@ -116,15 +129,10 @@ def _fit_property_group(cache, catalog, ids, kind, targets, seed, config, desc):
     y = _labels(catalog, ids, targets)
     use = (kinds == kind) & np.isfinite(y).any(axis=1)
     ids_k, y = ids[use], y[use]
-    held = is_held_out(ids_k, seed)
-    train_ids = ids_k[~held]
-    fit_ids, val_ids = validation_ids(train_ids, seed)
-    if len(fit_ids) < 4 or held.sum() < 2:
+    split = _split_rows(ids_k, seed)
+    if split is None:
         return None
-    pos = {int(i): r for r, i in enumerate(ids_k)}
-    fit_r = np.array([pos[int(i)] for i in fit_ids])
-    val_r = np.array([pos[int(i)] for i in val_ids], dtype=np.int64)
-    test_r = np.flatnonzero(held)
+    fit_r, val_r, test_r = split
     mean = np.nanmean(y[fit_r], axis=0)
     std = np.nanstd(y[fit_r], axis=0)
     std = np.where(std > 0, std, 1.0)
@@ -156,14 +164,10 @@ def _fit_morphology(cache, catalog, ids, seed, config, desc):
     label = _labels(catalog, ids, [MORPHOLOGY_TARGET])[:, 0]
     use = np.isfinite(label) & (label >= 0)
     ids_k, y = ids[use], label[use].astype(np.int64)
-    held = is_held_out(ids_k, seed)
-    fit_ids, val_ids = validation_ids(ids_k[~held], seed)
-    if len(fit_ids) < 4 or held.sum() < 2:
+    split = _split_rows(ids_k, seed)
+    if split is None:
         return None
-    pos = {int(i): r for r, i in enumerate(ids_k)}
-    fit_r = np.array([pos[int(i)] for i in fit_ids])
-    val_r = np.array([pos[int(i)] for i in val_ids], dtype=np.int64)
-    test_r = np.flatnonzero(held)
+    fit_r, val_r, test_r = split
     tok, msk = _tensor(cache, cache.rows(ids_k))
     n_classes = len(schema.MORPHOLOGY_CLASSES)
     module = MorphologyProbe(tok.shape[-1], n_classes)
@@ -198,14 +202,10 @@ def _fit_segmentation(cache, dataset, ids, seed, config, desc, max_galaxies: int
     ids_k = segmentation_ids(dataset, ids)
     if max_galaxies is not None and len(ids_k) > max_galaxies:
         ids_k = np.sort(ids_k[np.argsort(unit_hash(ids_k, seed + 2))[:max_galaxies]])
-    held = is_held_out(ids_k, seed)
-    fit_ids, val_ids = validation_ids(ids_k[~held], seed)
-    if len(fit_ids) < 4 or held.sum() < 2:
+    split = _split_rows(ids_k, seed)
+    if split is None:
         return None
-    pos = {int(i): r for r, i in enumerate(ids_k)}
-    fit_r = np.array([pos[int(i)] for i in fit_ids])
-    val_r = np.array([pos[int(i)] for i in val_ids], dtype=np.int64)
-    test_r = np.flatnonzero(held)
+    fit_r, val_r, test_r = split
     tok, _ = _tensor(cache, cache.rows(ids_k))
     tok = tok[:, cache.layout.slice_of("tok_image")].contiguous()
     masks = torch.from_numpy(arrays.segmaps(dataset, ids_k))
