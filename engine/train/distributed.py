@@ -6,7 +6,9 @@ the same script runs under ``python -m``/``aion-engine`` and under ``torchrun`` 
 
 from __future__ import annotations
 
+import gc
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -68,5 +70,15 @@ def mean_across_ranks(info: DistInfo, value: float) -> float:
 
 
 def teardown(info: DistInfo) -> None:
+    """Leave the process group without the gloo exit deadlock.
+
+    Gloo's worker threads free finished work objects, which needs the GIL when they hold tensors
+    made in Python; the group's destructor joins those threads while the main thread holds the GIL.
+    So: callers drop their DDP wrapper first (its reducer must not hold the last reference), all
+    ranks meet, then we sleep (releasing the GIL) so the workers drain before the group is destroyed.
+    """
     if info.enabled and dist.is_initialized():
+        gc.collect()
+        dist.barrier()
+        time.sleep(0.5)
         dist.destroy_process_group()

@@ -291,6 +291,7 @@ def pretrain(
             log.warning("loss curve plot failed: %s", exc)
         _install_model(model_dir, raw.cpu().to(SAVE_DTYPES[save_dtype]), codecs, summary, preset, run_dir)
     distributed.barrier(info)
+    del model  # the DDP reducer must not hold the process group's last reference (see teardown)
     distributed.teardown(info)
     return summary
 
