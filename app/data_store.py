@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import panel as pn
-from scipy.spatial import cKDTree
 
 from app import images
 from app.config import AppConfig
 from app.messages import AppMessage, missing_dataset, missing_index
+from app.sky_geometry import RaWrap
 from engine.data import schema
 from engine.data.store import Dataset, open_dataset
 from engine.errors import EngineError, MissingModalityError, UnknownObjectError
@@ -74,12 +74,23 @@ class DataStore:
             self.catalog = self.catalog.merge(extra, on="object_id", how="left")
         self.ids = self.catalog["object_id"].to_numpy()
         self._row_of = pd.Index(self.ids)
-        self.tree = cKDTree(unit_vectors(raw["ra"].to_numpy(), raw["dec"].to_numpy()))
+        self.ra_wrap = RaWrap.for_ra(raw["ra"].to_numpy())
+        #: RA as the sky plot draws it (see app.sky_geometry): one shared float32 column.
+        self.plot_ra = np.asarray(self.ra_wrap.to_plot(self.catalog["ra"].to_numpy()), dtype=np.float32)
         self._lock = threading.Lock()
         self._searchers: dict[str, object] = {}
         self._maps: dict[str, pd.DataFrame] = {}
 
     # --- catalog -----------------------------------------------------------------------
+
+    @functools.cached_property
+    def tree(self):
+        """KD-tree on unit vectors for click / position look-ups, built on the first look-up (scipy's
+        import and the build are not needed to draw the first page)."""
+        from scipy.spatial import cKDTree
+
+        cat = self.catalog
+        return cKDTree(unit_vectors(cat["ra"].to_numpy(np.float64), cat["dec"].to_numpy(np.float64)))
 
     @property
     def results_dir(self) -> Path:
@@ -120,12 +131,26 @@ class DataStore:
             return None
         return int(self.ids[pos])
 
-    def in_box(self, ra0: float, ra1: float, dec0: float, dec1: float) -> pd.DataFrame:
-        cat = self.catalog
-        lo_ra, hi_ra = sorted((ra0, ra1))
+    def in_box(self, x0: float, x1: float, dec0: float, dec1: float) -> pd.DataFrame:
+        """Catalog rows inside a box given in *plot* RA (app.sky_geometry) and Dec, in any corner
+        order: on a field straddling RA = 0 a box from plot RA -0.3 to 0.2 holds RA 359.7 ... 0.2."""
+        lo_x, hi_x = sorted((x0, x1))
         lo_dec, hi_dec = sorted((dec0, dec1))
-        sel = cat["ra"].between(lo_ra, hi_ra) & cat["dec"].between(lo_dec, hi_dec)
-        return cat.loc[sel.to_numpy()]
+        dec = self.catalog["dec"].to_numpy()
+        sel = (self.plot_ra >= lo_x) & (self.plot_ra <= hi_x) & (dec >= lo_dec) & (dec <= hi_dec)
+        return self.catalog.loc[sel]
+
+    def sky_frame(self, columns: list[str]) -> pd.DataFrame:
+        """``ra`` (as plot RA), ``dec`` and ``columns``: what the sky rasterizes."""
+        frame = self.catalog[["ra", "dec", *[c for c in columns if c not in ("ra", "dec")]]]
+        if self.ra_wrap.shifted:
+            frame = frame.assign(ra=self.plot_ra)
+        return frame
+
+    def plot_bounds(self) -> tuple[float, float, float, float]:
+        """(x0, x1, dec0, dec1) of the whole catalog in plot RA."""
+        dec = self.catalog["dec"].to_numpy()
+        return (float(self.plot_ra.min()), float(self.plot_ra.max()) + 1e-6, float(dec.min()), float(dec.max()) + 1e-6)
 
     # --- arrays ----------------------------------------------------------------------
 
@@ -265,29 +290,37 @@ def _normalised(x: np.ndarray) -> np.ndarray:
 
 
 _STORE_LOCK = threading.Lock()
-_WARM = threading.Event()
+_WARMED: set[str] = set()
+_WARM_LOCK = threading.Lock()
 
 
-def warm_up_datashader() -> None:
+def warm_up_datashader(aggregators: tuple[str, ...] = ("count",)) -> None:
     """Compile Datashader's numba kernels once per process, exactly as the sky rasterizes (float32
-    coordinates; count and mean with the first-object selector; dynspread), so the first session
-    skips ~10-15 s of compilation on two cores."""
-    if _WARM.is_set():
-        return
-    import datashader as ds
-    import holoviews as hv
-    from holoviews.operation.datashader import dynspread, rasterize
+    coordinates, the first-object selector), so the first page does not wait for them; "count" is
+    what the first page draws, "mean" (any colour column) is warmed after it (main.py, onload).
+    Spreading is numpy (app.raster), so nothing else is compiled."""
+    with _WARM_LOCK:
+        todo = [a for a in aggregators if a not in _WARMED]
+        if not todo:
+            return
+        import datashader as ds
+        import holoviews as hv
+        from holoviews.operation.datashader import rasterize
 
-    rng = np.random.default_rng(0)
-    n = 12  # sparse, so dynspread really spreads (and compiles its kernels)
-    frame = pd.DataFrame({"ra": rng.random(n, dtype=np.float32), "dec": rng.random(n, dtype=np.float32),
-                          "v": np.ones(n, np.float32), "object_id": np.arange(n, dtype=np.int64)})
-    points = hv.Points(frame, kdims=["ra", "dec"], vdims=["v", "object_id"])
-    op = rasterize.instance(dynamic=False, width=64, height=64, x_range=(0.0, 1.0), y_range=(0.0, 1.0))
-    spread = dynspread.instance(threshold=0.6, max_px=3)
-    for agg in (ds.count(), ds.mean("v")):
-        spread(op(points, aggregator=agg, selector=ds.first("object_id")))
-    _WARM.set()
+        rng = np.random.default_rng(0)
+        frame = pd.DataFrame({"ra": rng.random(12, dtype=np.float32), "dec": rng.random(12, dtype=np.float32),
+                              "v": np.ones(12, np.float32), "object_id": np.arange(12, dtype=np.int64)})
+        points = hv.Points(frame, kdims=["ra", "dec"], vdims=["v", "object_id"])
+        op = rasterize.instance(dynamic=False, width=64, height=64, x_range=(0.0, 1.0), y_range=(0.0, 1.0))
+        for name in todo:
+            op(points, aggregator=ds.count() if name == "count" else ds.mean("v"), selector=ds.first("object_id"))
+            _WARMED.add(name)
+
+
+def warm_up_later() -> None:
+    """Compile the colour-by-column kernels in a daemon thread (called once the first page is shown)."""
+    if "mean" not in _WARMED:
+        threading.Thread(target=warm_up_datashader, args=(("mean",),), daemon=True, name="aion-warm-mean").start()
 
 
 def get_store(config: AppConfig) -> DataStore:

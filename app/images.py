@@ -11,7 +11,6 @@ import base64
 import io
 
 import numpy as np
-from astropy.visualization import make_lupton_rgb
 from PIL import Image
 
 #: Which bands go to (R, G, B), by survey band order in engine.data.schema (LS: g r i z; HSC: g r i z y).
@@ -31,6 +30,9 @@ def lupton_rgb(cube: np.ndarray, source: str = "image_ls", stretch: float = 1.0,
         raise ValueError(f"cutout must have shape (bands, H, W), got {cube.shape!r}")
     if stretch <= 0:
         raise ValueError(f"stretch must be > 0, got {stretch!r}")
+    # imported here: astropy.visualization pulls in matplotlib (~0.6 s), not needed for the first page
+    from astropy.visualization import make_lupton_rgb
+
     r, g, b = (np.nan_to_num(np.asarray(cube[i], dtype=np.float64)) for i in _rgb_indices(cube, source))
     scale = auto_scale(cube) * stretch
     return make_lupton_rgb(r, g, b, minimum=0.0, stretch=scale / 4.0, Q=q)

@@ -10,7 +10,7 @@ import holoviews as hv
 import panel as pn
 
 from app.config import AppConfig, load_config
-from app.data_store import get_store
+from app.data_store import get_store, warm_up_later
 from app.messages import AppMessage
 from app.state import TABS, AppState
 from app.views.object import ObjectView
@@ -88,6 +88,8 @@ def build_app(config: AppConfig | None = None, sync_url: bool = True):
         title="AION Explorer", main=[pn.Column(header, message, tabs, sizing_mode="stretch_width")],
         accent_base_color="#1f4e79", header_background="#1f4e79", theme_toggle=False,
     )
+    if pn.state.curdoc is not None:
+        pn.state.onload(warm_up_later)  # after the first page is drawn, not before it
     template.aion_state = state  # tests and benchmarks reach the session state and views through the template
     template.aion_views = views
     return template

@@ -1,21 +1,22 @@
 """Sky: the whole catalog rasterized by Datashader over RA/Dec, coloured by any column; a tap
 selects the nearest object; search hits and the selection drawn on top; zoomed in far enough,
-each visible object's own cutout drawn at its position."""
+each visible object's own cutout drawn at its position (overlays in :mod:`app.views.sky_layers`).
+Coordinates are plot RA (:mod:`app.sky_geometry`), so a field across RA = 0 is one piece."""
 
 from __future__ import annotations
 
 import datashader as ds
 import holoviews as hv
-import numpy as np
 import panel as pn
 import param
-from holoviews.operation.datashader import dynspread, rasterize
+from holoviews.operation.datashader import rasterize
 
-from app import images
+from app.raster import sparse_spread
 from app.views import View
+from app.views.sky_layers import CUTOUT_MAX, cutout_layer, focus_ranges, hits_layer, selected_layer
 
-#: Below this many objects in the field, cutouts are drawn (one hv.RGB each).
-CUTOUT_MAX = 30
+__all__ = ["CUTOUT_MAX", "SkyView", "aggregator_for", "hover_selector"]
+
 #: A tap selects the nearest object within this many screen pixels.
 TAP_RADIUS_PX = 12
 PLOT_WIDTH = 820
@@ -25,7 +26,6 @@ SELECTOR_MAX_ROWS = 1_000_000
 BOX_MAX = 500
 #: Columns shown on hover (where the catalog has them), besides the colour column.
 HOVER_COLUMNS = ("kind", "z")
-ARCSEC = 1 / 3600
 
 
 def hover_selector(n_rows: int):
@@ -65,20 +65,20 @@ class SkyView(View):
         """Points with only the columns the raster needs: hover values for every pixel are computed
         per vdim (``selector``), so a 40-column frame would cost ~1 s per render."""
         vdims = [c for c in dict.fromkeys(["object_id", *HOVER_COLUMNS, colour]) if c in self.store.catalog.columns]
-        return hv.Points(self.store.catalog[["ra", "dec", *vdims]], kdims=["ra", "dec"], vdims=vdims)
+        return hv.Points(self.store.sky_frame(vdims), kdims=["ra", "dec"], vdims=vdims)
 
     def _build(self, focus=None):
         points = hv.DynamicMap(pn.bind(self._points, self.state.param.colour))
         raster = rasterize(points, aggregator=self.param.aggregator, selector=hover_selector(len(self.store.catalog)))
-        shaded = dynspread(raster, threshold=0.6, max_px=3).apply.opts(cmap=self.cmap.param.value)
+        shaded = sparse_spread(raster, threshold=0.6, max_px=3).apply.opts(cmap=self.cmap.param.value)
         shaded = shaded.opts(
             tools=["hover", "box_select", "tap"], colorbar=True, cnorm="eq_hist", invert_xaxis=True, bgcolor="#0b0b1a",
             responsive=True, min_height=520, xlabel="RA (deg)", ylabel="Dec (deg)", active_tools=["wheel_zoom"],
         )
+        if self.store.ra_wrap.shifted:
+            shaded = shaded.opts(xformatter=self.store.ra_wrap.tick_formatter())
         if focus is not None:
-            ra, dec, fov = focus
-            cosd = max(np.cos(np.radians(dec)), 0.05)
-            shaded = shaded.redim.range(ra=(ra - fov / cosd, ra + fov / cosd), dec=(dec - fov, dec + fov))
+            shaded = shaded.redim.range(**focus_ranges(self.store, focus))
         self.tap = hv.streams.Tap(source=raster, x=None, y=None)
         self.tap.add_subscriber(self._on_tap)
         self.box = hv.streams.BoundsXY(source=raster, bounds=None)
@@ -102,7 +102,8 @@ class SkyView(View):
         """TAP_RADIUS_PX in degrees at the current zoom (the whole catalog's span before any zoom)."""
         x_range = self._range[0]
         if x_range is None or None in x_range:
-            span = float(self.store.catalog["ra"].max() - self.store.catalog["ra"].min()) or 1.0
+            x0, x1, _, _ = self.store.plot_bounds()
+            span = (x1 - x0) or 1.0
         else:
             span = abs(x_range[1] - x_range[0])
         return span / PLOT_WIDTH * TAP_RADIUS_PX
@@ -110,7 +111,7 @@ class SkyView(View):
     def _on_tap(self, x=None, y=None) -> None:
         if x is None or y is None:
             return
-        oid = self.store.nearest(float(x), float(y), self.tap_radius_deg())
+        oid = self.store.nearest(float(self.store.ra_wrap.to_sky(x)), float(y), self.tap_radius_deg())
         if oid is not None:
             self.state.select(oid)
 
@@ -130,43 +131,15 @@ class SkyView(View):
         self.state.select(int(self.selection.value["object_id"].iloc[event.row]))
 
     def _hits(self, hits=None):
-        if hits is None or len(hits) == 0:
-            return hv.Points([], kdims=["ra", "dec"], vdims=["object_id", "score"])
-        return hv.Points(hits, kdims=["ra", "dec"], vdims=["object_id", "score"]).opts(
-            color="#ff7f0e", marker="circle", size=10, fill_alpha=0, line_width=2, tools=["hover"]
-        )
+        return hits_layer(self.store, hits)
 
     def _selected(self, object_id=None):
-        row = self.state.row
-        if row is None:
-            return hv.Points([], kdims=["ra", "dec"])
-        return hv.Points([(float(row["ra"]), float(row["dec"]))], kdims=["ra", "dec"]).opts(
-            color="red", marker="square", size=18, fill_alpha=0, line_width=2
-        )
+        return selected_layer(self.store, self.state.row)
 
     def _cutouts(self, x_range=None, y_range=None, width=None, height=None, scale=None):
-        """One RGBA mosaic of the visible objects' cutouts when few are in view (empty otherwise).
-
-        A single hv.RGB keeps the overlay's structure fixed while the number of objects changes.
-        """
         known = x_range is not None and y_range is not None and None not in (*x_range, *y_range)
-        ra0, ra1, dec0, dec1 = (*x_range, *y_range) if known else self._full_bounds()
-        visible = self.store.in_box(ra0, ra1, dec0, dec1)
-        tiles = []
-        if 0 < len(visible) <= CUTOUT_MAX:
-            for oid, ra, dec in visible[["object_id", "ra", "dec"]].itertuples(index=False):
-                cut = self.store.cutout(int(oid))
-                if cut is not None:
-                    tiles.append((float(ra), float(dec), images.lupton_rgb(cut[1], cut[0]), cut[1].shape[-1]))
-        aspect = (height / width) if width and height else 0.5
-        mosaic = images.sky_mosaic(tiles, (min(ra0, ra1), max(ra0, ra1)), (min(dec0, dec1), max(dec0, dec1)), aspect=aspect)
-        lo_ra, hi_ra, lo_dec, hi_dec = min(ra0, ra1), max(ra0, ra1), min(dec0, dec1), max(dec0, dec1)
-        return hv.RGB(mosaic, kdims=["ra", "dec"], vdims=list("RGBA"), bounds=(lo_ra, lo_dec, hi_ra, hi_dec),
-                      rtol=0.05)
-
-    def _full_bounds(self) -> tuple[float, float, float, float]:
-        cat = self.store.catalog
-        return float(cat["ra"].min()), float(cat["ra"].max()) + 1e-6, float(cat["dec"].min()), float(cat["dec"].max()) + 1e-6
+        bounds = (*x_range, *y_range) if known else self.store.plot_bounds()
+        return cutout_layer(self.store, bounds, aspect=(height / width) if width and height else 0.5)
 
     def __panel__(self):
         controls = pn.Row(self.search, self.colour, self.cmap, sizing_mode="stretch_width")
