@@ -39,6 +39,7 @@ from engine.model.presets import ModelPreset
 from engine.train import distributed, tokens
 from engine.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_json_atomic
 from engine.train.masking import MaskingConfig, build_mod_dict, sample_masks
+from engine.train.ordinal_init import INIT_CHOICES, init_scalar_embeddings
 from engine.train.schedule import lr_at
 from engine.train.split import heldout_mask
 
@@ -48,7 +49,7 @@ SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": t
 
 #: Config keys that must match for a resume to be exact.
 _RESUME_KEYS = ("batch_size", "seed", "max_steps", "lr", "warmup", "weight_decay", "input_tokens",
-                "target_tokens", "grad_clip")
+                "target_tokens", "grad_clip", "scalar_init")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,11 @@ class PretrainConfig:
     checkpoint_every: int = 250
     log_every: int = 10
     eval_batches: int = 8  # held-out batches in the final report (x batch_size objects)
+    scalar_init: str = "ordinal"  # scalar token rows: smooth over bins, or official random (ordinal_init.py)
+
+    def __post_init__(self) -> None:
+        if self.scalar_init not in INIT_CHOICES:
+            raise ModelError(f"scalar_init {self.scalar_init!r} not known; accepted: {', '.join(INIT_CHOICES)}")
 
 
 class MaskedModelingObjective(torch.nn.Module):
@@ -202,7 +208,10 @@ def pretrain(
 
     # --- model, optimizer, resume -------------------------------------------------------------
     torch.manual_seed(config.seed)
-    raw = build_model(preset, keys).to(info.device)
+    raw = build_model(preset, keys)
+    if config.scalar_init == "ordinal":
+        init_scalar_embeddings(raw, seed=config.seed)
+    raw = raw.to(info.device)
     objective = MaskedModelingObjective(raw, n_in, n_tgt).to(info.device)
     opt = torch.optim.AdamW(_param_groups(raw, config.weight_decay), lr=config.lr, betas=(0.9, 0.95),
                             fused=info.device.type == "cuda")

@@ -1,0 +1,68 @@
+"""Smooth ("ordinal") initial embeddings for scalar tokens, so small datasets can learn them.
+
+A scalar codec turns a value into one of ~1024 quantile bins. A freshly built ``aion.AION``
+gives every bin an independent random embedding (encoder ``token_emb``) and output row
+(decoder ``to_logits``), so bin 511 knows nothing of bin 512. AION-1 learns that order from
+hundreds of millions of objects; with 10^4 objects each bin is seen a handful of times and the
+model ends near chance on every scalar (cross-entropy ≈ ln 1024).
+
+Here each bin's row starts as low-frequency Fourier features of its position (b / n_bins),
+mixed into the model width by a fixed random orthogonal map: neighbouring bins start close,
+the transformer can read "how large is this value" from the first step, and the decoder's
+logits start smooth over bins. Rows stay trainable; the tensors keep the official shapes, so
+a model trained this way saves, loads and runs exactly like any other AION model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from engine.model.modalities import ALL_MODALITIES
+
+INIT_CHOICES = ("ordinal", "random")
+
+
+def fourier_rows(n_rows: int, dim: int, n_freq: int = 16, seed: int = 0) -> torch.Tensor:
+    """(n_rows, dim) unit-RMS rows, smooth in the row index; row i ~ features of i / (n_rows - 1)."""
+    pos = torch.linspace(0.0, 1.0, n_rows, dtype=torch.float64)[:, None]
+    freqs = torch.arange(1, n_freq + 1, dtype=torch.float64)[None, :] * math.pi
+    feats = torch.cat([pos - 0.5, torch.cos(freqs * pos), torch.sin(freqs * pos)], dim=1)  # (n, 2F+1)
+    feats = feats - feats.mean(0, keepdim=True)
+    feats = feats / feats.std(0, keepdim=True).clamp(min=1e-12)
+    gen = torch.Generator().manual_seed(seed)
+    k = feats.shape[1]
+    mix = torch.linalg.qr(torch.randn(max(dim, k), max(dim, k), generator=gen, dtype=torch.float64))[0][:k, :dim]
+    rows = feats @ mix
+    return (rows / rows.pow(2).mean().sqrt()).float()
+
+
+def scalar_keys(model) -> list[str]:
+    """The model's scalar token keys (encoder or decoder side)."""
+    keys = set(model.encoder_embeddings.keys()) | set(model.decoder_embeddings.keys())
+    return sorted(k for k in keys if k in ALL_MODALITIES and ALL_MODALITIES[k].kind == "scalar")
+
+
+@torch.no_grad()
+def init_scalar_embeddings(model, std: float = 0.02, seed: int = 0) -> list[str]:
+    """Give every scalar modality's token and logit rows ordinal structure (see module docstring).
+
+    Scale matches the official init (normal, std 0.02); each modality gets its own mixing so
+    different scalars do not start identical. Returns the keys changed.
+    """
+    changed = []
+    for i, key in enumerate(scalar_keys(model)):
+        for side, emb in (("enc", model.encoder_embeddings), ("dec", model.decoder_embeddings)):
+            if key not in emb:
+                continue
+            module = emb[key]
+            weights = [module.token_emb.weight]
+            to_logits = getattr(module, "to_logits", None)
+            if to_logits is not None and to_logits.weight is not module.token_emb.weight:
+                weights.append(to_logits.weight)
+            for j, w in enumerate(weights):
+                rows = fourier_rows(w.shape[0], w.shape[1], seed=seed * 1000 + i * 10 + (side == "dec") * 2 + j)
+                w.copy_(rows.to(w.dtype) * std)
+        changed.append(key)
+    return changed
