@@ -140,9 +140,14 @@ class DataStore:
         sel = (self.plot_ra >= lo_x) & (self.plot_ra <= hi_x) & (dec >= lo_dec) & (dec <= hi_dec)
         return self.catalog.loc[sel]
 
-    def sky_frame(self, columns: list[str]) -> pd.DataFrame:
-        """``ra`` (as plot RA), ``dec`` and ``columns``: what the sky rasterizes."""
-        frame = self.catalog[["ra", "dec", *[c for c in columns if c not in ("ra", "dec")]]]
+    def sky_frame(self, columns: list[str] | tuple[str, ...]) -> pd.DataFrame:
+        """``ra`` (as plot RA), ``dec`` and ``columns``: what the sky rasterizes. One frame per column
+        set per server (every session colouring by z shares it): at 10 M rows each is ~200 MB."""
+        return self._sky_frame(tuple(c for c in columns if c not in ("ra", "dec")))
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019 - one store per process lives as long as the server
+    def _sky_frame(self, columns: tuple[str, ...]) -> pd.DataFrame:
+        frame = self.catalog[["ra", "dec", *columns]]
         if self.ra_wrap.shifted:
             frame = frame.assign(ra=self.plot_ra)
         return frame

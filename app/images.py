@@ -84,9 +84,9 @@ def sky_mosaic(
     dec_lo, dec_hi = dec_range
     span_ra, span_dec = max(ra_hi - ra_lo, 1e-9), max(dec_hi - dec_lo, 1e-9)
     height_px = int(np.clip(round(width_px * aspect), 16, 2000))
+    if not tiles:  # a fresh 1-pixel array, not a view that would keep a whole canvas alive per session
+        return np.zeros((1, 1, 4), np.uint8)
     canvas = np.zeros((height_px, width_px, 4), np.uint8)
-    if not tiles:
-        return canvas[:1, :1]
     for ra, dec, rgb, n_pix in tiles:
         size_deg = max(n_pix * pixel_scale_arcsec / 3600, span_ra / 14)
         size = max(8, int(round(size_deg / span_ra * width_px)))  # square in screen pixels

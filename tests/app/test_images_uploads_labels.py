@@ -89,3 +89,17 @@ def test_labels_saved_updated_and_exported(tmp_path):
     assert frame[["object_id", "quality", "class"]].values.tolist() == [[1, "blend", "merger"]]
     with pytest.raises(ValueError, match="quality 'great' not accepted; accepted: unset, good"):
         store.save("ds", 2, "great", "spiral")
+
+
+def test_screenshot_helpers_pick_a_full_object_and_shrink_pngs(tiny_mock, tmp_path):
+    from PIL import Image
+
+    from app import screenshots
+
+    oid = screenshots.pick_object(tiny_mock)
+    row = pd.read_parquet(tiny_mock / "catalog.parquet").set_index("object_id").loc[oid]
+    assert row["has_image_ls"] and row["has_segmap"] and row["has_spectrum_desi"]
+    big = images.png_bytes(np.random.default_rng(0).integers(0, 255, (300, 1300, 3), dtype=np.uint8))
+    small = Image.open(io.BytesIO(screenshots.small_png(big, 650)))
+    assert small.size == (650, 150)
+    assert screenshots.main(["--dataset", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
