@@ -21,7 +21,7 @@ from engine.tasks.features import Layout, combo_keys, embed_objects_canonical
 from engine.tasks.predictions import PREDICTION_COLUMNS, heads_digest, predictions_path
 from engine.tasks.probes import BEST_COMBO, SEGMENTATION_COMBO, apply_heads, load_heads, probes_dir
 from engine.tasks.segmentation import CLASSES, THRESHOLD
-from engine.tasks.superres import GenerationConfig, super_resolve
+from engine.tasks.superres import INTERACTIVE, GenerationConfig, super_resolve
 
 #: approximate effective wavelengths (A) of the photometric bands, for plotting low-res inputs
 EFFECTIVE_WAVELENGTH: dict[str, float] = {
@@ -124,10 +124,11 @@ class Predictor:
         return {name: masks[j] for j, name in enumerate(meta.get("classes", CLASSES))}
 
     @torch.inference_mode()
-    def superres(self, object_id: int, n_samples: int = 4, steps: int = 8, temperature: float = 1.0, seed: int = 0) -> dict:
+    def superres(self, object_id: int, n_samples: int = INTERACTIVE.n_samples, steps: int = INTERACTIVE.steps,
+                 temperature: float = 1.0, seed: int = 0, scale: str = INTERACTIVE.scale) -> dict:
         """Generated DESI-resolution spectra from the low-resolution inputs, with input and truth."""
         row = self._row(object_id)
-        config = GenerationConfig(n_samples=n_samples, steps=steps, temperature=temperature, seed=seed)
+        config = GenerationConfig(n_samples=n_samples, steps=steps, temperature=temperature, seed=seed, scale=scale)
         out = super_resolve(self.loaded, self.dataset, [int(object_id)], config)
         result = {
             "object_id": int(object_id),
@@ -136,6 +137,8 @@ class Predictor:
             "mean": out["mean"][0],
             "std": out["std"][0],
             "input_kind": out["input_kind"],
+            "scale_source": str(out["scale_source"][0]),
+            "norm_flux": float(out["norm_flux"][0]),
             "input": self._lowres_input(row, out["input_kind"]),
             "truth": None,
         }

@@ -31,7 +31,7 @@ from engine.tasks.probes import (
     probes_dir,
     train_probes,
 )
-from engine.tasks.superres import GenerationConfig, evaluate_superres
+from engine.tasks.superres import EVALUATION, GenerationConfig, evaluate_superres
 
 RESULTS_ROOT = PROJECT_ROOT / "docs" / "results"
 KIND_PLURAL = {"galaxy": "galaxies", "star": "stars"}
@@ -323,7 +323,7 @@ def _rgb_masks(masks: np.ndarray, channels: list[int]) -> np.ndarray:
 
 def evaluate(
     dataset_dir, model_dir, out_dir=None, *, seed: int = 0, epochs: int = 30, baseline_epochs: int = 15,
-    max_objects: int | None = DEFAULT_MAX_OBJECTS, superres_per_kind: int = 40, superres: GenerationConfig = GenerationConfig(),
+    max_objects: int | None = DEFAULT_MAX_OBJECTS, superres_per_kind: int = 40, superres: GenerationConfig = EVALUATION,
     max_seg_galaxies: int | None = 1500, progress: bool = True, retrain: bool = False,
 ) -> dict:
     """Produce the results table and plots; returns the results dict (also written as JSON)."""

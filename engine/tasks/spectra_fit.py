@@ -77,3 +77,94 @@ class TemplateLabeller:
         d = ((v[:, None, :] - self.vectors[None]) ** 2).mean(-1)
         nn = np.argsort(d, axis=1)[:, : self.k]
         return np.nanmean(self.labels[nn], axis=1)
+
+
+# --- synthetic photometry: the absolute flux scale of a spectrum -------------------------
+
+C_ANGSTROM_S = 2.99792458e18
+#: AB zero-point flux density in spectrum units per Hz: 3631 Jy / 1e-17 (erg/s/cm^2/Hz)
+AB_FNU_SPECTRUM_UNITS = 3631e-23 / 1e-17
+#: Gaia DR3 AB zero points (Riello et al. 2021): flux (e-/s) = 10^(-0.4 (m_AB - ZP))
+GAIA_ZP_AB = {"phot_g": 25.8010, "phot_bp": 25.3540, "phot_rp": 25.1040}
+#: catalog column -> factor from its unit to AB maggies (LS: nanomaggies; Gaia: e-/s)
+MAGGIES_PER_UNIT: dict[str, float] = {
+    "flux_g": 1e-9, "flux_r": 1e-9, "flux_i": 1e-9, "flux_z": 1e-9,
+    **{band: 10 ** (-0.4 * zp) for band, zp in GAIA_ZP_AB.items()},
+}
+#: a band takes part in synthetic photometry only if this fraction of its response lies on the grid
+MIN_COVERAGE = 0.95
+
+
+class SyntheticPhotometry:
+    """AB maggies of spectra on one wavelength grid through the real filter curves (speclite).
+
+    ``maggies = W @ f_lambda`` with ``f_lambda`` in 1e-17 erg/s/cm^2/A, the AB integral
+    int f_lambda lambda R dlambda / int (c / lambda) R dlambda * 3631 Jy. Used to put a generated
+    spectrum on the object's measured flux scale and to estimate that scale before generating.
+    """
+
+    def __init__(self, wavelength: np.ndarray, bands: tuple[str, ...] = tuple(MAGGIES_PER_UNIT)):
+        import speclite.filters
+
+        from engine.data import schema
+
+        lam = np.asarray(wavelength, float)
+        dlam = np.gradient(lam)
+        self.wavelength = lam
+        self.bands = tuple(bands)
+        rows, coverage, pivot = [], [], []
+        for band in self.bands:
+            filt = speclite.filters.load_filter(schema.FILTER_CURVES[band])
+            w, r = np.asarray(filt.wavelength, float), np.asarray(filt.response, float)
+            resp = np.interp(lam, w, r, left=0.0, right=0.0)
+            den = AB_FNU_SPECTRUM_UNITS * C_ANGSTROM_S * np.trapezoid(r / w, w)
+            rows.append(lam * resp * dlam / den)
+            coverage.append(float(np.sum(lam * resp * dlam) / np.trapezoid(w * r, w)))
+            pivot.append(float(np.sqrt(np.trapezoid(w * r, w) / np.trapezoid(r / w, w))))
+        self.matrix = np.asarray(rows)  # (n_bands, L)
+        self.coverage = np.asarray(coverage)
+        self.pivot = np.asarray(pivot)
+
+    def maggies(self, flux: np.ndarray) -> np.ndarray:
+        """(..., L) spectra -> (..., n_bands) synthetic AB maggies (NaN for bands the grid does not cover)."""
+        out = np.nan_to_num(np.asarray(flux, float)) @ self.matrix.T
+        return np.where(self.coverage >= MIN_COVERAGE, out, np.nan)
+
+    def observed(self, rows) -> np.ndarray:
+        """Catalog rows -> (N, n_bands) measured AB maggies; NaN where a column is missing, not finite or <= 0."""
+        out = np.full((len(rows), len(self.bands)), np.nan)
+        for j, band in enumerate(self.bands):
+            if band in rows.columns:
+                v = rows[band].to_numpy(float) * MAGGIES_PER_UNIT[band]
+                out[:, j] = np.where(np.isfinite(v) & (v > 0), v, np.nan)
+        return out
+
+    def mean_flux(self, observed: np.ndarray) -> np.ndarray:
+        """Mean f_lambda over the grid implied by measured maggies (N, n_bands): the band fluxes as f_lambda at
+        their pivot wavelengths, joined linearly (flat beyond the outermost bands). NaN without any band."""
+        out = np.full(len(observed), np.nan)
+        f_lam = observed * AB_FNU_SPECTRUM_UNITS * C_ANGSTROM_S / self.pivot**2
+        for i, row in enumerate(f_lam):
+            ok = np.isfinite(row)
+            if not ok.any():
+                continue
+            order = np.argsort(self.pivot[ok])
+            x, y = self.pivot[ok][order], row[ok][order]
+            if len(np.unique(x)) < len(x):  # several surveys' bands at one pivot: average them
+                ux = np.unique(x)
+                y, x = np.array([y[x == u].mean() for u in ux]), ux
+            out[i] = float(np.interp(self.wavelength, x, y).mean())
+        return out
+
+    def scale(self, flux: np.ndarray, observed: np.ndarray) -> np.ndarray:
+        """Factor per spectrum ((N, L) or (N, S, L) with ``observed`` (N, n_bands)) that brings its synthetic
+        photometry onto the measured one: exp(median over usable bands of log(measured / synthetic)).
+        1 where no band is usable (no photometry, or non-positive synthetic flux)."""
+        syn = self.maggies(flux)
+        obs = observed if syn.ndim == 2 else observed[:, None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.log(obs / syn)
+        ratio = np.where(np.isfinite(ratio) & (syn > 0), ratio, np.nan)
+        usable = np.isfinite(ratio).any(-1)
+        med = np.nanmedian(np.where(usable[..., None], ratio, 0.0), axis=-1)
+        return np.where(usable, np.exp(med), 1.0)

@@ -20,7 +20,9 @@ def setup_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     gen = parser.add_argument_group("--task superres")
     gen.add_argument("--samples", type=int, default=4, help="number of generated spectra (default 4)")
-    gen.add_argument("--steps", type=int, default=8, help="unmasking steps (default 8)")
+    gen.add_argument("--steps", type=int, default=3, help="unmasking steps (default 3: interactive; evaluation uses 8)")
+    gen.add_argument("--scale", choices=("photometry", "model"), default="photometry",
+                     help="flux scale from the object's photometry (default) or from the model's normalisation token")
     gen.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0; 0 = greedy)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
@@ -52,10 +54,10 @@ def run_cli(args: argparse.Namespace) -> int:
         lines = [f"{name:10s} {int(m.sum()):5d} px" for name, m in masks.items()]
     elif args.task == "superres":
         out = predictor.superres(args.object_id, n_samples=args.samples, steps=args.steps,
-                                 temperature=args.temperature, seed=args.seed)
+                                 temperature=args.temperature, seed=args.seed, scale=args.scale)
         rnd = lambda a: None if a is None else [None if not np.isfinite(v) else float(f"{v:.5g}") for v in np.asarray(a)]  # noqa: E731
         result = {"object_id": args.object_id, "task": "superres", "input_kind": out["input_kind"],
-                  "n_samples": int(out["samples"].shape[0]), "wavelength": rnd(out["wavelength"]), "mean": rnd(out["mean"]),
+                  "scale_source": out["scale_source"], "n_samples": int(out["samples"].shape[0]), "wavelength": rnd(out["wavelength"]), "mean": rnd(out["mean"]),
                   "std": rnd(out["std"]), "truth": rnd(out["truth"])}
         lines = [f"generated {result['n_samples']} spectra from {out['input_kind']} on {len(out['wavelength'])} DESI pixels "
                  f"({out['wavelength'][0]:.0f}-{out['wavelength'][-1]:.0f} A); median flux {np.median(out['mean']):.3g}"
