@@ -295,37 +295,31 @@ def _normalised(x: np.ndarray) -> np.ndarray:
 
 
 _STORE_LOCK = threading.Lock()
-_WARMED: set[str] = set()
+_WARMED: set[tuple[str, str]] = set()
 _WARM_LOCK = threading.Lock()
 
 
-def warm_up_datashader(aggregators: tuple[str, ...] = ("count",)) -> None:
-    """Compile Datashader's numba kernels once per process, exactly as the sky rasterizes (float32
-    coordinates, the first-object selector), so the first page does not wait for them; "count" is
-    what the first page draws, "mean" (any colour column) is warmed after it (main.py, onload).
+def warm_up_datashader(store: DataStore, which: str = "count") -> None:
+    """Compile Datashader's numba kernels once per process (app.raster.warm_up): "count" is what the
+    first page draws and runs before it; "mean" (colour by a column) runs after it (main.py, onload).
     Spreading is numpy (app.raster), so nothing else is compiled."""
     with _WARM_LOCK:
-        todo = [a for a in aggregators if a not in _WARMED]
-        if not todo:
+        key = (store.name, which)
+        if key in _WARMED:
             return
-        import datashader as ds
-        import holoviews as hv
-        from holoviews.operation.datashader import rasterize
+        from app import raster
 
-        rng = np.random.default_rng(0)
-        frame = pd.DataFrame({"ra": rng.random(12, dtype=np.float32), "dec": rng.random(12, dtype=np.float32),
-                              "v": np.ones(12, np.float32), "object_id": np.arange(12, dtype=np.int64)})
-        points = hv.Points(frame, kdims=["ra", "dec"], vdims=["v", "object_id"])
-        op = rasterize.instance(dynamic=False, width=64, height=64, x_range=(0.0, 1.0), y_range=(0.0, 1.0))
-        for name in todo:
-            op(points, aggregator=ds.count() if name == "count" else ds.mean("v"), selector=ds.first("object_id"))
-            _WARMED.add(name)
+        if which == "count":
+            raster.warm_up(store, ("count",))
+        else:
+            raster.warm_up(store, tuple(store.colour_columns[:1]))  # all colour columns are float32
+        _WARMED.add(key)
 
 
-def warm_up_later() -> None:
+def warm_up_later(store: DataStore) -> None:
     """Compile the colour-by-column kernels in a daemon thread (called once the first page is shown)."""
-    if "mean" not in _WARMED:
-        threading.Thread(target=warm_up_datashader, args=(("mean",),), daemon=True, name="aion-warm-mean").start()
+    if (store.name, "mean") not in _WARMED:
+        threading.Thread(target=warm_up_datashader, args=(store, "mean"), daemon=True, name="aion-warm-mean").start()
 
 
 def get_store(config: AppConfig) -> DataStore:
@@ -333,5 +327,5 @@ def get_store(config: AppConfig) -> DataStore:
     sessions wait for one build instead of each loading the catalog (as_cached alone would not)."""
     with _STORE_LOCK:
         store = pn.state.as_cached(f"aion-store:{config!r}", DataStore, config=config)
-        warm_up_datashader()
+        warm_up_datashader(store)
         return store

@@ -1,4 +1,5 @@
-"""Dynamic spreading of a rasterized sky in plain numpy.
+"""How the sky is rasterized (points, aggregators, hover selector, kernel warm-up) and its dynamic
+spreading in plain numpy.
 
 Datashader's ``dynspread`` imports ``datashader.composite``, which compiles ~30 numba ufuncs at
 import (2.5 s of CPU, 12 s wall on the busy 2-core box) before the first sky can be shown. The
@@ -9,9 +10,46 @@ columns) of its nearest non-empty pixel within ``px``. Same parameters as ``dyns
 
 from __future__ import annotations
 
+import datashader as ds
 import holoviews as hv
 import numpy as np
 import param
+
+#: Largest catalog for which hover names the object under the cursor (see hover_selector).
+SELECTOR_MAX_ROWS = 1_000_000
+#: Columns shown on hover (where the catalog has them), besides the colour column.
+HOVER_COLUMNS = ("kind", "z")
+
+
+def hover_selector(n_rows: int):
+    """Per-pixel "first object" for hover (id, kind, z of the object under the cursor) on catalogs up
+    to SELECTOR_MAX_ROWS; past it the selector costs ~4 s per re-render at 10 M rows on two cores
+    (bench/bench_app.py), so hover shows the aggregate and a click gives the object."""
+    return ds.first("object_id") if n_rows <= SELECTOR_MAX_ROWS else None
+
+
+def aggregator_for(column: str):
+    return ds.count() if column == "count" else ds.mean(column)
+
+
+def sky_points(store, colour: str, rows: int | None = None) -> hv.Points:
+    """Points with only the columns the raster needs: hover values for every pixel are computed per
+    vdim (``selector``), so a 40-column frame would cost ~1 s per render. ``rows``: the first rows only
+    (the warm-up compiles on the very dtypes the sky uses)."""
+    vdims = [c for c in dict.fromkeys(["object_id", *HOVER_COLUMNS, colour]) if c in store.catalog.columns]
+    frame = store.sky_frame(vdims)
+    return hv.Points(frame if rows is None else frame.head(rows), kdims=["ra", "dec"], vdims=vdims)
+
+
+def warm_up(store, colours: tuple[str, ...]) -> None:
+    """Compile Datashader's kernels for these colourings exactly as the sky will call them (same
+    frame dtypes, aggregator, selector) on a dozen rows, so no visitor waits for numba."""
+    from holoviews.operation.datashader import rasterize
+
+    op = rasterize.instance(dynamic=False, width=64, height=64)
+    selector = hover_selector(len(store.catalog))
+    for colour in colours:
+        op(sky_points(store, colour, rows=12), aggregator=aggregator_for(colour), selector=selector)
 
 
 def empty_mask(values: np.ndarray) -> np.ndarray:

@@ -5,13 +5,12 @@ Coordinates are plot RA (:mod:`app.sky_geometry`), so a field across RA = 0 is o
 
 from __future__ import annotations
 
-import datashader as ds
 import holoviews as hv
 import panel as pn
 import param
 from holoviews.operation.datashader import rasterize
 
-from app.raster import sparse_spread
+from app.raster import aggregator_for, hover_selector, sky_points, sparse_spread
 from app.views import View
 from app.views.sky_layers import CUTOUT_MAX, cutout_layer, focus_ranges, hits_layer, selected_layer
 
@@ -20,28 +19,13 @@ __all__ = ["CUTOUT_MAX", "SkyView", "aggregator_for", "hover_selector"]
 #: A tap selects the nearest object within this many screen pixels.
 TAP_RADIUS_PX = 12
 PLOT_WIDTH = 820
-#: Largest catalog for which hover names the object under the cursor (see hover_selector).
-SELECTOR_MAX_ROWS = 1_000_000
 #: Box select lists at most this many objects.
 BOX_MAX = 500
-#: Columns shown on hover (where the catalog has them), besides the colour column.
-HOVER_COLUMNS = ("kind", "z")
-
-
-def hover_selector(n_rows: int):
-    """Per-pixel "first object" for hover (id, kind, z of the object under the cursor) on catalogs up
-    to SELECTOR_MAX_ROWS; past it the selector costs ~4 s per re-render at 10 M rows on two cores
-    (bench/bench_app.py), so hover shows the aggregate and a click gives the object."""
-    return ds.first("object_id") if n_rows <= SELECTOR_MAX_ROWS else None
-
-
-def aggregator_for(column: str):
-    return ds.count() if column == "count" else ds.mean(column)
 
 
 class SkyView(View):
     title = "Sky"
-    aggregator = param.Parameter(default=ds.count())
+    aggregator = param.Parameter(default=aggregator_for("count"))
 
     def __init__(self, store, state, **params):
         super().__init__(store, state, **params)
@@ -62,10 +46,7 @@ class SkyView(View):
     # --- plot ----------------------------------------------------------------------------
 
     def _points(self, colour: str):
-        """Points with only the columns the raster needs: hover values for every pixel are computed
-        per vdim (``selector``), so a 40-column frame would cost ~1 s per render."""
-        vdims = [c for c in dict.fromkeys(["object_id", *HOVER_COLUMNS, colour]) if c in self.store.catalog.columns]
-        return hv.Points(self.store.sky_frame(vdims), kdims=["ra", "dec"], vdims=vdims)
+        return sky_points(self.store, colour)
 
     def _build(self, focus=None):
         points = hv.DynamicMap(pn.bind(self._points, self.state.param.colour))
