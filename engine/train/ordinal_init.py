@@ -7,9 +7,9 @@ hundreds of millions of objects; with 10^4 objects each bin is seen a handful of
 model ends near chance on every scalar (cross-entropy ≈ ln 1024).
 
 Here each bin's row starts as low-frequency Fourier features of its position (b / n_bins),
-mixed into the model width by a fixed random orthogonal map: neighbouring bins start close,
-the transformer can read "how large is this value" from the first step, and the decoder's
-logits start smooth over bins. Rows stay trainable; the tensors keep the official shapes, so
+mixed into the model width by a fixed random orthogonal map, at unit scale: neighbouring bins
+start close, the transformer can read "how large is this value" from the first step, and the
+decoder's logits start smooth over bins. Rows stay trainable; the tensors keep the official shapes, so
 a model trained this way saves, loads and runs exactly like any other AION model.
 """
 
@@ -45,11 +45,16 @@ def scalar_keys(model) -> list[str]:
 
 
 @torch.no_grad()
-def init_scalar_embeddings(model, std: float = 0.02, seed: int = 0) -> list[str]:
+def init_scalar_embeddings(model, std: float = 1.0, seed: int = 0, logits_std: float = 0.02) -> list[str]:
     """Give every scalar modality's token and logit rows ordinal structure (see module docstring).
 
-    Scale matches the official init (normal, std 0.02); each modality gets its own mixing so
-    different scalars do not start identical. Returns the keys changed.
+    Token rows get RMS ``std`` = 1, not the official 0.02: a one-token input must stand out
+    against the modality + position embedding and the residual branches, or the transformer
+    cannot tell one value from another. Measured (1 input -> 1 target, flux_r -> flux_g, nano,
+    300 steps, lr 2e-3): cross-entropy stayed at ln 1024 = 6.93 with std 0.02 (ordinal or
+    random), fell to ~5.2 with std 1. Logit rows keep the official 0.02 (a flat start).
+    Each modality gets its own mixing so different scalars do not start identical. Returns the
+    keys changed.
     """
     changed = []
     for i, key in enumerate(scalar_keys(model)):
@@ -63,6 +68,7 @@ def init_scalar_embeddings(model, std: float = 0.02, seed: int = 0) -> list[str]
                 weights.append(to_logits.weight)
             for j, w in enumerate(weights):
                 rows = fourier_rows(w.shape[0], w.shape[1], seed=seed * 1000 + i * 10 + (side == "dec") * 2 + j)
-                w.copy_(rows.to(w.dtype) * std)
+                scale = logits_std if j == 1 else std
+                w.copy_(rows.to(w.dtype) * scale)
         changed.append(key)
     return changed
