@@ -9,11 +9,16 @@ Per example (following the AION-1 paper, §pretraining):
    scalar is as likely to be shown as a whole image); each non-anchor modality is withheld
    from the input with probability ``input_withhold`` (used only if the others run out), so
    one-token modalities such as redshift are left over as targets often enough to learn them;
+   With probability ``scalar_inputs_only`` the input is drawn from one-token modalities alone
+   (anchor included; images and spectra then appear only as targets). A small model on a small
+   dataset otherwise never learns to read one-token inputs: among ~100 image tokens the decoder's
+   cross-attention dilutes a flux token's signal to nothing (measured: flux CE stays at
+   ln 1024 for 5000 steps without it);
 4. draw a target weight per present modality from a Beta distribution skewed to zero and
    take exactly the target budget from the tokens not shown, by weighted sampling without
    replacement (a few modalities dominate each example's targets, most get none).
 
-Budgets are EXACT: ``FourM.forward`` keeps the first ``num_encoder_tokens`` unmasked tokens
+Budgets are EXACT (scalar-only draws show fewer inputs, see 3): ``FourM.forward`` keeps the first ``num_encoder_tokens`` unmasked tokens
 in concatenation order and silently drops the rest, so an example over budget would lose its
 last modalities' tokens without any error. Every example gets exactly
 ``min(input_budget, available - 1)`` inputs (one token is always left for a target) and
@@ -37,12 +42,18 @@ class MaskingConfig:
     target_budget: int
     input_dirichlet_alpha: float = 1.0
     input_withhold: float = 0.5
+    scalar_inputs_only: float = 0.0  # probability of an input drawn from one-token modalities only
     target_beta: tuple[float, float] = (0.3, 1.5)  # mean 0.17: skewed to zero
 
     def __post_init__(self) -> None:
         if self.input_budget < 1 or self.target_budget < 1:
             raise ValueError(
                 f"token budgets must be >= 1, got input {self.input_budget!r}, target {self.target_budget!r}"
+            )
+        if not 0.0 <= self.scalar_inputs_only <= 1.0 or not 0.0 <= self.input_withhold <= 1.0:
+            raise ValueError(
+                f"probabilities must be in [0, 1], got scalar_inputs_only {self.scalar_inputs_only!r}, "
+                f"input_withhold {self.input_withhold!r}"
             )
         if self.input_dirichlet_alpha <= 0 or min(self.target_beta) <= 0:
             raise ValueError(
@@ -78,21 +89,27 @@ def sample_example(
             target[starts[mods[0]]] = True
         return shown, target
 
+    input_mods = mods
     n_in = min(config.input_budget, available - 1)
-    anchor = int(rng.choice(mods))
+    if config.scalar_inputs_only > 0 and rng.random() < config.scalar_inputs_only:
+        singles = mods[counts[mods] == 1]
+        if len(singles) >= 2:  # show 1 .. n-1 of them, so some scalars stay targets
+            input_mods = singles
+            n_in = min(n_in, int(rng.integers(1, len(singles))))
+    anchor = int(rng.choice(input_mods))
     n_anchor = int(rng.integers(1, min(int(counts[anchor]), n_in) + 1))
     anchor_tokens = starts[anchor] + rng.permutation(int(counts[anchor]))
     shown[anchor_tokens[:n_anchor]] = True
 
     rest = n_in - n_anchor
     if rest > 0:
-        others = mods[mods != anchor]
+        others = input_mods[input_mods != anchor]
         share = np.zeros(len(counts))
         withheld = np.zeros(len(counts), dtype=bool)
         if len(others):
             share[others] = rng.dirichlet(np.full(len(others), config.input_dirichlet_alpha))
             withheld[others] = rng.random(len(others)) < config.input_withhold
-        candidates = np.flatnonzero(present[mod_of_token] & ~shown)
+        candidates = np.flatnonzero(np.isin(mod_of_token, input_mods) & present[mod_of_token] & ~shown)
         cand_mod = mod_of_token[candidates]
         per_token = share[cand_mod] / counts[cand_mod]
         order = _weighted_order(rng, per_token)

@@ -49,7 +49,7 @@ SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": t
 
 #: Config keys that must match for a resume to be exact.
 _RESUME_KEYS = ("batch_size", "seed", "max_steps", "lr", "warmup", "weight_decay", "input_tokens",
-                "target_tokens", "grad_clip", "scalar_init")
+                "target_tokens", "grad_clip", "scalar_init", "scalar_inputs_only")
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ class PretrainConfig:
     log_every: int = 10
     eval_batches: int = 8  # held-out batches in the final report (x batch_size objects)
     scalar_init: str = "ordinal"  # scalar token rows: smooth over bins, or official random (ordinal_init.py)
+    scalar_inputs_only: float = 0.3  # share of examples whose inputs are one-token modalities only (masking.py)
 
     def __post_init__(self) -> None:
         if self.scalar_init not in INIT_CHOICES:
@@ -171,7 +172,7 @@ def pretrain(
     model_dir, run_dir = Path(model_dir), Path(run_dir) if run_dir else default_run_dir(Path(model_dir))
     n_in = config.input_tokens or preset.input_tokens
     n_tgt = config.target_tokens or preset.target_tokens
-    masking = MaskingConfig(input_budget=n_in, target_budget=n_tgt)
+    masking = MaskingConfig(input_budget=n_in, target_budget=n_tgt, scalar_inputs_only=config.scalar_inputs_only)
     run_config = {**asdict(config), "input_tokens": n_in, "target_tokens": n_tgt, "preset": preset.name,
                   "exclude_keys": sorted(exclude_keys), "save_dtype": save_dtype}
 

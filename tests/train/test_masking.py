@@ -70,3 +70,27 @@ def test_mod_dict_matches_fourm_contract():
 def test_rejects_bad_budgets():
     with pytest.raises(ValueError, match="budgets"):
         MaskingConfig(0, 4)
+
+
+def test_scalar_inputs_only_draws_show_one_token_modalities_and_leave_some_as_targets():
+    """With probability 1 the encoder sees only scalars (1 .. n-1 of them); arrays are targets only."""
+    cfg = MaskingConfig(64, 32, scalar_inputs_only=1.0)
+    rng = np.random.default_rng(3)
+    present = {k: np.ones(200, bool) for k in COUNTS}
+    in_mask, tgt_mask = sample_masks(COUNTS, present, cfg, rng)
+    singles = [k for k, n in COUNTS.items() if n == 1]
+    for k, n in COUNTS.items():
+        if n > 1:
+            assert in_mask[k].all(), f"{k} shown in a scalar-only draw"
+    n_shown = sum((~in_mask[k]).sum(1) for k in singles)
+    assert n_shown.min() >= 1 and n_shown.max() <= len(singles) - 1
+    scalar_targets = sum((~tgt_mask[k]).sum(1) for k in singles)
+    assert (scalar_targets > 0).mean() > 0.5  # scalars are learned from scalars
+    for k in COUNTS:
+        assert not ((~in_mask[k]) & (~tgt_mask[k])).any()
+    # half the draws: some show arrays again
+    in_half, _ = sample_masks(COUNTS, present, MaskingConfig(64, 32, scalar_inputs_only=0.5), rng)
+    shows_image = (~in_half["tok_image"]).any(1).mean()
+    assert 0.2 < shows_image < 0.8
+    with pytest.raises(ValueError, match="scalar_inputs_only 1.5"):
+        MaskingConfig(64, 32, scalar_inputs_only=1.5)
