@@ -295,37 +295,12 @@ def _normalised(x: np.ndarray) -> np.ndarray:
 
 
 _STORE_LOCK = threading.Lock()
-_WARMED: set[tuple[str, str]] = set()
-_WARM_LOCK = threading.Lock()
-
-
-def warm_up_datashader(store: DataStore, which: str = "count") -> None:
-    """Compile Datashader's numba kernels once per process (app.raster.warm_up): "count" is what the
-    first page draws and runs before it; "mean" (colour by a column) runs after it (main.py, onload).
-    Spreading is numpy (app.raster), so nothing else is compiled."""
-    with _WARM_LOCK:
-        key = (store.name, which)
-        if key in _WARMED:
-            return
-        from app import raster
-
-        if which == "count":
-            raster.warm_up(store, ("count",))
-        else:
-            raster.warm_up(store, tuple(store.colour_columns[:1]))  # all colour columns are float32
-        _WARMED.add(key)
-
-
-def warm_up_later(store: DataStore) -> None:
-    """Compile the colour-by-column kernels in a daemon thread (called once the first page is shown)."""
-    if (store.name, "mean") not in _WARMED:
-        threading.Thread(target=warm_up_datashader, args=(store, "mean"), daemon=True, name="aion-warm-mean").start()
-
-
 def get_store(config: AppConfig) -> DataStore:
     """The process-wide store for ``config`` in ``pn.state.cache``. The lock makes concurrent first
     sessions wait for one build instead of each loading the catalog (as_cached alone would not)."""
     with _STORE_LOCK:
         store = pn.state.as_cached(f"aion-store:{config!r}", DataStore, config=config)
+        from app.raster import warm_up_datashader
+
         warm_up_datashader(store)
         return store

@@ -12,8 +12,9 @@ import holoviews as hv
 import panel as pn
 
 from app.config import AppConfig, load_config
-from app.data_store import get_store, warm_up_later
+from app.data_store import get_store
 from app.messages import AppMessage
+from app.raster import warm_up_datashader, warm_up_later
 from app.state import TABS, AppState
 from app.views.sky import SkyView  # noqa: F401 - the first page's view: imported with the app, not on first show
 
@@ -58,6 +59,19 @@ class LazyViews:
         return pn.param.ParamFunction(lambda: self.get(name), lazy=True, sizing_mode="stretch_width")
 
 
+def schedule_colour_warm_up(store) -> None:
+    """Compile the colour-by-column kernels now under `panel serve --warm` (no visitor waits yet; its
+    session has no server context), else in a thread once the first page is drawn (onload)."""
+    doc = pn.state.curdoc
+    if doc is None:
+        return
+    context = doc.session_context
+    if context is not None and getattr(context, "server_context", True) is None:
+        warm_up_datashader(store, "mean")
+    else:
+        pn.state.onload(lambda: warm_up_later(store))
+
+
 def build_app(config: AppConfig | None = None, sync_url: bool = True):
     """The session's template; a store that cannot load becomes one clear message page."""
     pn.extension("tabulator", "filedropper", notifications=True)
@@ -91,8 +105,7 @@ def build_app(config: AppConfig | None = None, sync_url: bool = True):
         title="AION Explorer", main=[pn.Column(header, message, tabs, sizing_mode="stretch_width")],
         accent_base_color="#1f4e79", header_background="#1f4e79", theme_toggle=False,
     )
-    if pn.state.curdoc is not None:
-        pn.state.onload(lambda: warm_up_later(store))  # after the first page is drawn, not before it
+    schedule_colour_warm_up(store)
     template.aion_state = state  # tests and benchmarks reach the session state and views through the template
     template.aion_views = views
     return template

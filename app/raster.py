@@ -10,6 +10,9 @@ columns) of its nearest non-empty pixel within ``px``. Same parameters as ``dyns
 
 from __future__ import annotations
 
+import threading
+import time
+
 import datashader as ds
 import holoviews as hv
 import numpy as np
@@ -50,6 +53,42 @@ def warm_up(store, colours: tuple[str, ...]) -> None:
     selector = hover_selector(len(store.catalog))
     for colour in colours:
         op(sky_points(store, colour, rows=12), aggregator=aggregator_for(colour), selector=selector)
+
+
+_WARMED: set[tuple[str, str]] = set()
+_WARM_LOCK = threading.Lock()
+
+
+def warm_up_datashader(store, which: str = "count") -> None:
+    """Compile Datashader's numba kernels once per process (app.raster.warm_up): "count" is what the
+    first page draws and runs before it; "mean" (colour by a column) runs after it (main.py, onload).
+    Spreading is numpy (below), so nothing else is compiled."""
+    with _WARM_LOCK:
+        key = (store.name, which)
+        if key in _WARMED:
+            return
+        if which == "count":
+            warm_up(store, ("count",))
+        else:
+            warm_up(store, tuple(store.colour_columns[:1]))  # all colour columns are float32
+        _WARMED.add(key)
+
+
+#: Seconds the colour warm-up thread waits, so the first page's lazy sky (also an onload callback,
+#: registered after ours) renders without sharing the GIL with a numba compile.
+WARM_LATER_DELAY_S = 5.0
+
+
+def warm_up_later(store) -> None:
+    """Compile the colour-by-column kernels in a daemon thread (called once the first page is shown)."""
+    if (store.name, "mean") in _WARMED:
+        return
+
+    def run() -> None:
+        time.sleep(WARM_LATER_DELAY_S)
+        warm_up_datashader(store, "mean")
+
+    threading.Thread(target=run, daemon=True, name="aion-warm-mean").start()
 
 
 def empty_mask(values: np.ndarray) -> np.ndarray:
