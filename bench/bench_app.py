@@ -2,6 +2,8 @@
 
 Measured, each against a baseline from the same run where one makes sense:
 
+0. ``cold_start_cpu``: CPU and wall seconds of each step a fresh process takes before the first
+   page (imports, store + numba warm-up, session template, sky render), in one interpreter.
 1. ``first_render``: `panel serve` spawned -> first page fully rendered in chromium (Bokeh idle and
    the sky figure drawn), plain and with ``--warm`` as `make run` serves; a second page load on the
    warm server; the server's CPU seconds at the first render and the load average beside each, since
@@ -229,6 +231,47 @@ def bench_browser(dataset: Path, index_root: Path | None, results: dict, model: 
     return proc
 
 
+# --- 1b: CPU seconds of each step of a cold start (load-independent, unlike wall time) ---------
+
+COLD_SCRIPT = """
+import json, sys, time
+marks = [("start", time.perf_counter(), time.process_time())]
+def mark(name):
+    marks.append((name, time.perf_counter(), time.process_time()))
+import panel as pn, holoviews as hv; mark("import panel + holoviews")
+import app.main; mark("import app (datashader, numba, engine.data)")
+from app.config import load_config
+from app.data_store import get_store
+store = get_store(load_config()); mark("catalog + store + numba warm-up (count)")
+from app.state import AppState
+from app.views.sky import SkyView
+template = app.main.build_app(sync_url=False)
+from bokeh.document import Document
+template.server_doc(Document())
+mark("session: template + Bokeh models")
+sky = SkyView(store, AppState(store)); hv.render(sky.plot.object, backend="bokeh"); mark("session: sky rasterized + rendered")
+out = {n: {"cpu_s": round(c - marks[i][2], 3), "wall_s": round(w - marks[i][1], 3)} for i, (n, w, c) in enumerate(marks[1:])}
+out["total"] = {"cpu_s": round(marks[-1][2] - marks[0][2], 3), "wall_s": round(marks[-1][1] - marks[0][1], 3)}
+print(json.dumps(out))
+"""
+
+
+def bench_cold_cpu(dataset: Path, index_root: Path | None, results: dict) -> None:
+    """A fresh interpreter does what the server does before the first page, step by step."""
+    env = {**os.environ, "AION_DATASET": str(dataset), "AION_LABELS_DB": str(TMP / "labels.sqlite")}
+    if index_root is not None:
+        env["AION_INDEX_ROOT"] = str(index_root)
+    load_before = load_average()
+    out = subprocess.run([sys.executable, "-c", COLD_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        results["cold_start_cpu"] = stamp({"error": out.stderr[-1000:]})
+    else:
+        steps = json.loads(out.stdout.strip().splitlines()[-1])
+        results["cold_start_cpu"] = stamp({"steps": steps, "load_average_before": load_before,
+                                           "note": "server-side only; the browser's own work comes on top"})
+    save(results)
+
+
 # --- 3: datashader on 10 M rows ----------------------------------------------------------
 
 
@@ -378,7 +421,7 @@ def main() -> int:
     p.add_argument("--model", default=None, help="model id/folder the indexes were built with (AION_MODEL)")
     p.add_argument("--rows", type=int, default=10_000_000)
     p.add_argument("--sessions", type=int, default=20)
-    p.add_argument("--skip", nargs="*", default=[], choices=["browser", "datashader", "sessions"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["cold", "browser", "datashader", "sessions"])
     args = p.parse_args()
     TMP.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
@@ -386,6 +429,8 @@ def main() -> int:
     dataset = ensure_dataset(args.dataset)
     results["dataset"] = str(dataset)
     proc = None
+    if "cold" not in args.skip:
+        bench_cold_cpu(dataset, args.index_root, results)
     try:
         if "browser" not in args.skip:
             results["browser_error"] = None
