@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter1d, median_filter
 
+from engine.errors import ValidationError
+
 #: rest wavelength (A) -> weight; emission positive, absorption negative
 LINE_TEMPLATE: dict[float, float] = {
     3727.4: 1.0,  # [OII] doublet (blended)
@@ -95,6 +97,30 @@ MAGGIES_PER_UNIT: dict[str, float] = {
 MIN_COVERAGE = 0.95
 
 
+_ANGSTROM_PER = {"Angstrom": 1.0, "nm": 10.0, "um": 1e4, "micron": 1e4}
+
+
+def filter_curve(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(wavelength in A, response) of a speclite filter, read from its ECSV file.
+
+    Read directly rather than through ``speclite.filters.load_filter``, whose astropy.table import
+    costs ~1 s of CPU on a cold ``aion-engine predict``; a test checks both give the same curve."""
+    import re
+    from importlib.resources import files
+
+    path = files("speclite") / "data" / "filters" / f"{name}.ecsv"
+    if not path.is_file():
+        raise ValidationError(f"unknown filter curve {name!r}: no {name}.ecsv in speclite's data/filters")
+    text = path.read_text()
+    unit = re.search(r"name: wavelength, unit: ([A-Za-z]+)", text)
+    if unit is None or unit.group(1) not in _ANGSTROM_PER:
+        raise ValidationError(f"{path}: wavelength unit {unit and unit.group(1)!r} not understood; "
+                              f"accepted: {', '.join(_ANGSTROM_PER)}")
+    body = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    data = np.loadtxt(body[1:], dtype=float)  # body[0] is the column-name row
+    return data[:, 0] * _ANGSTROM_PER[unit.group(1)], data[:, 1]
+
+
 class SyntheticPhotometry:
     """AB maggies of spectra on one wavelength grid through the real filter curves (speclite).
 
@@ -104,8 +130,6 @@ class SyntheticPhotometry:
     """
 
     def __init__(self, wavelength: np.ndarray, bands: tuple[str, ...] = tuple(MAGGIES_PER_UNIT)):
-        import speclite.filters
-
         from engine.data import schema
 
         lam = np.asarray(wavelength, float)
@@ -114,8 +138,7 @@ class SyntheticPhotometry:
         self.bands = tuple(bands)
         rows, coverage, pivot = [], [], []
         for band in self.bands:
-            filt = speclite.filters.load_filter(schema.FILTER_CURVES[band])
-            w, r = np.asarray(filt.wavelength, float), np.asarray(filt.response, float)
+            w, r = filter_curve(schema.FILTER_CURVES[band])
             resp = np.interp(lam, w, r, left=0.0, right=0.0)
             den = AB_FNU_SPECTRUM_UNITS * C_ANGSTROM_S * np.trapezoid(r / w, w)
             rows.append(lam * resp * dlam / den)

@@ -363,13 +363,13 @@ def evaluate_superres(
             continue
         test_ids = np.sort(test_ids[np.argsort(unit_hash(test_ids, seed + 3))[:max_per_kind]])
         input_kind, _ = conditioning(loaded, kind, use_xp)
-        means, stds, seconds = [], [], 0.0
+        means, stds, seconds, cpu = [], [], 0.0, 0.0
         bar = tqdm(total=len(test_ids), desc=f"super-resolve {kind}s", disable=not progress, unit="obj")
         for start in range(0, len(test_ids), batch_objects):
             chunk = test_ids[start : start + batch_objects]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = super_resolve(loaded, dataset, chunk, GenerationConfig(**{**config.__dict__, "seed": config.seed + start}))
-            seconds += time.perf_counter() - t0
+            seconds, cpu = seconds + time.perf_counter() - t0, cpu + time.process_time() - c0
             means.append(out["mean"])
             stds.append(out["std"])
             bar.update(len(chunk))
@@ -390,7 +390,8 @@ def evaluate_superres(
                "chi2_codec_roundtrip_median": float(np.median(metrics.reduced_chi2(roundtrip, true_flux, true_ivar))),
                "generated_better_fraction": float(np.mean(chi_gen < chi_base)),
                "flux_ratio_median": float(np.nanmedian(np.median(gen, 1) / true_med)),
-               "seconds_per_object": seconds / len(test_ids)}
+               "seconds_per_object": seconds / len(test_ids), "cpu_seconds_per_object": cpu / len(test_ids),
+               "torch_threads": torch.get_num_threads()}
         truth = cat.set_index("object_id").loc[test_ids]
         if kind == "galaxy" and "truth_z" in truth.columns:
             zt = truth["truth_z"].to_numpy(float)

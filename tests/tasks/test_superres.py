@@ -107,6 +107,20 @@ def test_cutting_hidden_tokens_from_the_encoder_does_not_change_logits(task_mode
     torch.testing.assert_close(fast, full.float(), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["decam2014-g", "decam2014-z", "gaiadr3-G", "gaiadr3-RP"])
+def test_filter_curves_read_directly_equal_speclite(name):
+    import speclite.filters
+
+    from engine.tasks.spectra_fit import filter_curve
+
+    ref = speclite.filters.load_filter(name)
+    w, r = filter_curve(name)
+    np.testing.assert_allclose(w, np.asarray(ref.wavelength))  # Angstrom, whatever unit the file uses
+    np.testing.assert_allclose(r, np.asarray(ref.response))
+    with pytest.raises(ValidationError, match="unknown filter curve 'nope'"):
+        filter_curve("nope")
+
+
 def test_synthetic_photometry_of_true_spectra_matches_the_catalog(tiny_mock):
     from engine.data import open_dataset
     from engine.tasks.arrays import spectra
