@@ -56,9 +56,10 @@ class Predictor:
 
     def _heads_of(self, combo: str) -> dict:
         if combo not in self._heads:
-            heads = load_heads(self.probes, combo)
+            heads = load_heads(self.probes, combo, model_hash=self.loaded.hash)
             if not heads:
-                raise ModelError(f"{self.probes / 'heads' / combo}: no trained heads; run `aion-engine train probes` first")
+                raise ModelError(f"{self.probes / 'heads' / combo}: no heads trained for model {self.loaded.hash}; "
+                                 "run `aion-engine train probes` first")
             self._heads[combo] = heads
         return self._heads[combo]
 

@@ -83,14 +83,15 @@ def cache_predictions(
     loaded = loaded if loaded is not None else load_model(model_dir)
     enable_fast_attention(loaded.model)
     pdir = probes_dir(dataset, model_dir)
-    heads = load_heads(pdir)
+    heads = load_heads(pdir, model_hash=loaded.hash)  # heads of an older model count as missing
     if not any(m["head"] in ("property", "morphology") for _, m in heads.values()):
         if not train_if_missing:
             from engine.errors import ModelError
 
-            raise ModelError(f"{pdir}: no trained probes for {BEST_COMBO!r}; run `aion-engine train probes` first")
+            raise ModelError(f"{pdir}: no probes trained for model {loaded.hash} ({BEST_COMBO!r}); "
+                             "run `aion-engine train probes` first")
         train_probes(dataset_dir, model_dir, pdir, progress=progress, max_objects=max_objects, loaded=loaded)
-        heads = load_heads(pdir)
+        heads = load_heads(pdir, model_hash=loaded.hash)
     target = predictions_path(dataset, model_dir)
     meta = {"model_hash": loaded.hash, "dataset_hash": dataset.info.get("hash"), "heads": heads_digest(pdir),
             "combo": BEST_COMBO, "count": len(dataset)}

@@ -325,13 +325,22 @@ def train_probes(
     return results
 
 
-def load_heads(out_dir: Path, combo: str = BEST_COMBO) -> dict[str, tuple[nn.Module, dict]]:
-    """The trained heads of one combination: ``{"galaxy"|"star"|"morphology": (module, meta)}``."""
+def load_heads(
+    out_dir: Path, combo: str = BEST_COMBO, model_hash: str | None = None
+) -> dict[str, tuple[nn.Module, dict]]:
+    """The trained heads of one combination: ``{"galaxy"|"star"|"morphology": (module, meta)}``.
+
+    With ``model_hash``, heads trained on another model's encoder are left out (as if missing):
+    applied to a retrained model's tokens they would give confident nonsense.
+    """
     heads = {}
     for name in ("galaxy", "star", "morphology", "segmentation"):
         stem = head_stem(out_dir, combo, name)
         if stem.with_suffix(".json").is_file():
-            heads[name] = load_head(stem, build_head)
+            module, meta = load_head(stem, build_head)
+            if model_hash is not None and meta.get("model_hash") != model_hash:
+                continue
+            heads[name] = (module, meta)
     return heads
 
 

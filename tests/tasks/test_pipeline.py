@@ -49,6 +49,9 @@ def test_train_probes_writes_heads_metrics_and_caches(trained, results_root, tin
     assert saved["model_hash"] == trained["model_hash"]
     heads = load_heads(pdir, "photometry+image")
     assert {"galaxy", "morphology", "segmentation"} <= set(heads)
+    # heads remember their encoder: asked for another model's heads, none are returned
+    assert set(load_heads(pdir, "photometry+image", model_hash=trained["model_hash"])) == set(heads)
+    assert load_heads(pdir, "photometry+image", model_hash="0123456789abcdef") == {}
     cache = open_token_cache(pdir / "tokens" / "photometry+image+spectrum")
     assert cache.embeddings.dtype == np.float16 and cache.embeddings.shape[1] == cache.layout.total
     # objects without a DESI spectrum have its tokens masked, those with one do not
@@ -201,3 +204,24 @@ def test_report_from_caches_lists_what_is_missing(trained, results_root, tiny_mo
     assert res["meta"]["model_hash"] == trained["model_hash"]
     if res["meta"]["missing"]:
         assert "Not finished when this table was written" in md
+
+
+def test_heads_of_another_model_are_not_applied(trained, tiny_mock, task_model_dir):
+    """A retrained model must not be read by heads trained on the old encoder (seen on the default data)."""
+    from engine.data import open_dataset
+    from engine.errors import ModelError
+    from engine.tasks.predictions import BEST_COMBO, cache_predictions
+    from engine.tasks.probes import probes_dir
+
+    folder = probes_dir(open_dataset(tiny_mock), task_model_dir) / "heads" / BEST_COMBO
+    originals = {p: p.read_text() for p in folder.glob("*.json")}
+    try:
+        for path, text in originals.items():
+            meta = json.loads(text)
+            meta["model_hash"] = "0123456789abcdef"  # as if trained on an older model
+            path.write_text(json.dumps(meta))
+        with pytest.raises(ModelError, match="no probes trained for model .*run `aion-engine train probes`"):
+            cache_predictions(tiny_mock, task_model_dir, progress=False, train_if_missing=False)
+    finally:
+        for path, text in originals.items():
+            path.write_text(text)
