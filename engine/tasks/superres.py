@@ -135,21 +135,25 @@ def _codec_device(codec) -> torch.device:
 # --- generation -----------------------------------------------------------------------------
 
 
-def _logits(model, inputs: dict, masks: dict, ids: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
-    """Logits (rows, remaining, vocab) of the still-hidden target tokens, in ascending position order.
+def _logits(
+    model, inputs: dict, masks: dict, ids: torch.Tensor, decoded: torch.Tensor, targets: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Logits (rows, n_targets, vocab) of the ``targets`` (default: every token not yet decoded), in ascending
+    position order; the encoder sees the conditioning and the ``decoded`` spectrum tokens only.
 
     Hidden tokens sort last in the official encoder, so the encoder sequence is cut to the longest row
     of visible tokens instead of carrying every hidden token as padding."""
+    targets = ~decoded if targets is None else targets
     n_vis = sum((~m).sum(1) for m in masks.values()) + decoded.sum(1)
-    remaining = int((~decoded[0]).sum())
+    n_targets = int(targets[0].sum())
     out = model._forward(
         {**inputs, TARGET_KEY: ids},
-        target_mask={TARGET_KEY: decoded.clone()},
+        target_mask={TARGET_KEY: ~targets},
         input_mask={**masks, TARGET_KEY: ~decoded},
-        num_decoder_tokens=remaining,
+        num_decoder_tokens=n_targets,
         num_encoder_tokens=max(int(n_vis.max()), 1),
     )[TARGET_KEY]
-    return out.reshape(ids.shape[0], remaining, -1).float()
+    return out.reshape(ids.shape[0], n_targets, -1).float()
 
 
 def _hidden_positions(decoded: torch.Tensor) -> torch.Tensor:
@@ -194,10 +198,10 @@ def generate_tokens(
     norm = torch.full((b,), -1, dtype=torch.long) if norm_tokens is None else torch.as_tensor(norm_tokens).long().cpu()
     if norm.shape != (b,):
         raise ValidationError(f"norm_tokens must have shape ({b},), got {tuple(norm.shape)}")
-    if bool((norm < 0).any()):  # the model's own estimate, one pass with only the normalisation as target
-        only_norm = torch.ones_like(decoded)
-        only_norm[:, NORM_POSITION] = False
-        logits = _logits(model, inputs, masks, ids, only_norm)[:, 0].cpu()
+    if bool((norm < 0).any()):  # the model's own estimate from the conditioning alone, the only target
+        only_norm = torch.zeros_like(decoded)
+        only_norm[:, NORM_POSITION] = True
+        logits = _logits(model, inputs, masks, ids, decoded, targets=only_norm)[:, 0].cpu()
         norm = torch.where(norm < 0, _median_token(logits), norm)
     ids[:, NORM_POSITION] = norm.to(device)
     decoded[:, NORM_POSITION] = True
@@ -209,7 +213,7 @@ def generate_tokens(
             inputs = {k: v.repeat_interleave(s, 0) for k, v in inputs.items()}
             masks = {k: v.repeat_interleave(s, 0) for k, v in masks.items()}
             ids, decoded = ids.repeat_interleave(s, 0), decoded.repeat_interleave(s, 0)
-        rows, remaining = logits.shape[:2]
+        remaining = logits.shape[1]
         pos = _hidden_positions(decoded.cpu())
         if config.temperature == 0:
             sample = logits.argmax(-1)

@@ -87,6 +87,27 @@ def test_given_normalisation_tokens_are_kept_and_unknown_ones_come_from_the_mode
         generate_tokens(loaded.model, cond, present, GenerationConfig(), norm_tokens=torch.tensor([1, 2, 3]))
 
 
+def test_the_models_own_normalisation_sees_only_the_conditioning(task_model_dir):
+    """scale="model": the normalisation token is the median of the official prediction with the whole spectrum
+    hidden (a not-yet-generated shape token must never reach the encoder as if it were data)."""
+    from engine.model.loading import load_model
+
+    loaded = load_model(task_model_dir)
+    cond, present = _xp_inputs()
+    masks = {k: torch.zeros_like(v, dtype=torch.bool) for k, v in cond.items()}
+    target = torch.ones(2, 273, dtype=torch.bool)
+    target[:, 0] = False
+    with torch.inference_mode():
+        logits = loaded.model._forward(
+            {**cond, TARGET_KEY: torch.zeros(2, 273, dtype=torch.long)}, target_mask={TARGET_KEY: target},
+            input_mask={**masks, TARGET_KEY: torch.ones(2, 273, dtype=torch.bool)}, num_decoder_tokens=1,
+            num_encoder_tokens=110 + 273,
+        )[TARGET_KEY].reshape(2, -1).float()
+    expected = (logits.softmax(-1).cumsum(-1) < 0.5).sum(-1)
+    ids = generate_tokens(loaded.model, cond, present, GenerationConfig(n_samples=2, steps=2, scale="model"))
+    assert torch.equal(ids[:, 0, 0], expected) and torch.equal(ids[:, 1, 0], expected)
+
+
 def test_cutting_hidden_tokens_from_the_encoder_does_not_change_logits(task_model_dir):
     """The fast path drops hidden (padding) tokens from the encoder sequence; the official call keeps them."""
     from engine.model.loading import load_model
