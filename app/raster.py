@@ -145,6 +145,9 @@ class sparse_spread(hv.Operation):
 
     threshold = param.Number(default=0.5, bounds=(0, 1))
     max_px = param.Integer(default=3, bounds=(0, None))
+    # like datashader's spreading operations: streams on the input (the sky's Tap, BoundsXY,
+    # RangeXY on the raster) must receive the events of the plotted output
+    link_inputs = param.Boolean(default=True)
 
     def _process(self, element, key=None):
         data = element.data
