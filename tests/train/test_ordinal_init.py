@@ -33,13 +33,13 @@ def test_init_touches_only_scalar_rows_and_keeps_shapes():
     moved = sorted(k for k in after if not torch.equal(after[k], before[k]))
     assert moved and all(("tok_z" in k or "tok_flux_g" in k) and k.endswith(("token_emb.weight", "to_logits.weight"))
                          for k in moved)
-    enc = model.encoder_embeddings["tok_z"].token_emb.weight
+    enc = model.encoder_embeddings["tok_z"].token_emb.weight.detach()
     assert abs(float(enc.pow(2).mean().sqrt()) - 1.0) < 1e-3  # unit scale: the value must stand out
     assert abs(float(model.decoder_embeddings['tok_z'].to_logits.weight.pow(2).mean().sqrt()) - 0.02) < 1e-4
     assert _cos(enc, 300, 302) > 0.95  # random init gives ~0 here
-    dec = model.decoder_embeddings["tok_z"].to_logits.weight
+    dec = model.decoder_embeddings["tok_z"].to_logits.weight.detach()
     assert _cos(dec, 300, 302) > 0.95
-    other = model.encoder_embeddings["tok_flux_g"].token_emb.weight
+    other = model.encoder_embeddings["tok_flux_g"].token_emb.weight.detach()
     assert not torch.allclose(enc[:1000], other[:1000])  # each modality gets its own mixing
 
 
