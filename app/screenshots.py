@@ -44,8 +44,9 @@ def pick_object(dataset: Path) -> int:
     return int(rows["object_id"].iloc[0])
 
 
-def serve(config) -> tuple[object, str]:
-    """The app served in a thread (as the browser tests do), on a free loopback port."""
+def serve(config, wait_s: float = 60.0) -> tuple[object, str]:
+    """The app served in a thread on a free loopback port (the browser tests serve it this way too);
+    waits up to ``wait_s`` for the port to accept connections."""
     import panel as pn
 
     from app.main import build_app
@@ -54,7 +55,7 @@ def serve(config) -> tuple[object, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = pn.serve({"/": lambda: build_app(config)}, port=port, threaded=True, show=False, start=True)
-    deadline = time.time() + 60
+    deadline = time.time() + wait_s
     while time.time() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:

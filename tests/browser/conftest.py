@@ -10,16 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
-import time
 from pathlib import Path
 
 import pytest
 
+from app.screenshots import CHROMIUM_ARGS, IDLE, JS_FIGURE_TITLED, serve
+
 CHROMIUM = os.environ.get("AION_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-IDLE = "() => window.Bokeh !== undefined && Bokeh.documents.length > 0 && Bokeh.documents[0].is_idle"
 K = 6
 
 #: Screen position of a data point in the Bokeh figure whose x axis has the given label.
@@ -35,18 +32,10 @@ JS_DATA_TO_SCREEN = """([xlabel, x, y]) => {
 
 
 #: True when a rendered Bokeh figure's title contains the given text (titles are drawn on canvas).
-JS_HAS_FIGURE_TITLED = """(text) => Bokeh.index.all_views().some(
-  v => v.model.type === 'Figure' && v.model.title && String(v.model.title.text).includes(text))"""
 
 
 def wait_figure(page, title_part: str, timeout_ms: int = 30_000) -> None:
-    page.wait_for_function(JS_HAS_FIGURE_TITLED, arg=title_part, timeout=timeout_ms)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    page.wait_for_function(JS_FIGURE_TITLED, arg=title_part, timeout=timeout_ms)
 
 
 def _tiny_model(dataset: Path, out: Path) -> Path:
@@ -97,7 +86,6 @@ def served_app(tiny_mock, tmp_path_factory):
     import panel as pn
 
     from app.config import AppConfig
-    from app.main import build_app
     from engine import paths
 
     root = tmp_path_factory.mktemp("browser")
@@ -105,15 +93,8 @@ def served_app(tiny_mock, tmp_path_factory):
     saved_root, paths.INDEX_ROOT = paths.INDEX_ROOT, index_root  # the engine's index root for this session
     model = _tiny_model(tiny_mock, root / "tiny-browser")
     config = AppConfig(dataset_dir=tiny_mock, model=str(model), index_root=index_root, labels_path=root / "labels.sqlite")
-    port = _free_port()
-    server = pn.serve({"/": lambda: build_app(config)}, port=port, threaded=True, show=False, start=True)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", config
+    server, base = serve(config, wait_s=30)
+    yield base.rstrip("/"), config
     with contextlib.suppress(RuntimeError):  # "Thread already stopping": reset() stops servers again
         server.stop()
         server.join(timeout=10)
