@@ -31,10 +31,8 @@ JS_DATA_TO_SCREEN = """([xlabel, x, y]) => {
 }"""
 
 
-#: True when a rendered Bokeh figure's title contains the given text (titles are drawn on canvas).
-
-
 def wait_figure(page, title_part: str, timeout_ms: int = 30_000) -> None:
+    """Until a rendered Bokeh figure's title contains the text (titles are drawn on canvas)."""
     page.wait_for_function(JS_FIGURE_TITLED, arg=title_part, timeout=timeout_ms)
 
 
