@@ -29,6 +29,9 @@ SPECTRUM_SOURCES = ("spectrum_desi", "spectrum_sdss")
 PREDICTIONS_FILE = "predictions.parquet"
 _CATEGORICAL = ("kind", "pred_morphology")
 
+#: Sky-frame column with the true RA (0-360) where the plot's x axis is shifted plot RA.
+SKY_RA = "ra_sky"
+
 
 def unit_vectors(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
     """(N, 3) unit vectors; chord distance on them is monotonic in angular separation."""
@@ -142,14 +145,15 @@ class DataStore:
 
     def sky_frame(self, columns: list[str] | tuple[str, ...]) -> pd.DataFrame:
         """``ra`` (as plot RA), ``dec`` and ``columns``: what the sky rasterizes. One frame per column
-        set per server (every session colouring by z shares it): at 10 M rows each is ~200 MB."""
+        set per server (every session colouring by z shares it): at 10 M rows each is ~200 MB.
+        On a field across RA = 0 the column ``SKY_RA`` may be asked for: the true RA, for hover."""
         return self._sky_frame(tuple(c for c in columns if c not in ("ra", "dec")))
 
     @functools.lru_cache(maxsize=8)  # noqa: B019 - one store per process lives as long as the server
     def _sky_frame(self, columns: tuple[str, ...]) -> pd.DataFrame:
-        frame = self.catalog[["ra", "dec", *columns]]
-        if self.ra_wrap.shifted:
-            frame = frame.assign(ra=self.plot_ra)
+        frame = self.catalog[["ra", "dec", *(c for c in columns if c != SKY_RA)]]
+        if self.ra_wrap.shifted:  # plot RA on the axis; the true RA kept for hover
+            frame = frame.assign(**({SKY_RA: frame["ra"]} if SKY_RA in columns else {}), ra=self.plot_ra)
         return frame
 
     def plot_bounds(self) -> tuple[float, float, float, float]:

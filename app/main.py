@@ -10,6 +10,7 @@ import importlib
 
 import holoviews as hv
 import panel as pn
+from panel.theme import fast as fast_theme
 
 from app.config import AppConfig, load_config
 from app.data_store import get_store
@@ -59,6 +60,15 @@ class LazyViews:
         return pn.param.ParamFunction(lambda: self.get(name), lazy=True, sizing_mode="stretch_width")
 
 
+class Fast(fast_theme.Fast):
+    """Panel's Fast design without its Google-hosted web font: the app is meant for machines without
+    internet access, where that request fails (console errors on every page) and the text falls back
+    to the system sans-serif anyway. Named ``Fast`` on purpose: Panel serves a design's bundled files
+    from a folder named after the lower-cased class name."""
+
+    _resources = {**fast_theme.Fast._resources, "font": {}}
+
+
 def schedule_colour_warm_up(store) -> None:
     """Compile the colour-by-column kernels now under `panel serve --warm` (no visitor waits yet; its
     session has no server context), else in a thread once the first page is drawn (onload)."""
@@ -80,7 +90,8 @@ def build_app(config: AppConfig | None = None, sync_url: bool = True):
     try:
         store = get_store(config)
     except AppMessage as msg:
-        return pn.template.FastListTemplate(title="AION Explorer", main=[pn.pane.Alert(str(msg), alert_type="danger")])
+        return pn.template.FastListTemplate(title="AION Explorer", main=[pn.pane.Alert(str(msg), alert_type="danger")],
+                                            design=Fast)
     state = AppState(store)
     views = LazyViews(store, state)
     tabs = pn.Tabs(*((TAB_TITLES[k], views.pane(k)) for k in TABS), dynamic=True, sizing_mode="stretch_width")
@@ -103,7 +114,7 @@ def build_app(config: AppConfig | None = None, sync_url: bool = True):
     )
     template = pn.template.FastListTemplate(
         title="AION Explorer", main=[pn.Column(header, message, tabs, sizing_mode="stretch_width")],
-        accent_base_color="#1f4e79", header_background="#1f4e79", theme_toggle=False,
+        accent_base_color="#1f4e79", header_background="#1f4e79", theme_toggle=False, design=Fast,
     )
     schedule_colour_warm_up(store)
     template.aion_state = state  # tests and benchmarks reach the session state and views through the template

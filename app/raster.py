@@ -1,6 +1,13 @@
 """How the sky is rasterized (points, aggregators, hover selector, kernel warm-up) and its dynamic
 spreading in plain numpy.
 
+Binning: up to ``NUMPY_MAX_ROWS`` points the sky's aggregates (count, mean, the hover selector's
+"first row") are computed with ``np.bincount`` instead of Datashader's numba kernels. The pixels
+are identical (tests/app/test_numpy_binning.py compares both), but numba compiles each kernel
+(~0.8 s for the count, more for mean and the selector) the first time a process draws, which
+the first visitor waits for; bincount over 10^5 points takes milliseconds. Past that size
+Datashader is faster and the compile is noise, so it takes over (bench/bench_app.py, 10 M rows).
+
 Datashader's ``dynspread`` imports ``datashader.composite``, which compiles ~30 numba ufuncs at
 import (2.5 s of CPU, 12 s wall on the busy 2-core box) before the first sky can be shown. The
 sky only needs "make isolated pixels bigger", so this does the same density heuristic and a
@@ -14,9 +21,14 @@ import threading
 import time
 
 import datashader as ds
+import datashader.reductions as rd
 import holoviews as hv
 import numpy as np
 import param
+import xarray as xr
+from holoviews.operation.datashader import aggregate, rasterize
+
+from app.data_store import SKY_RA
 
 #: Largest catalog for which hover names the object under the cursor (see hover_selector).
 SELECTOR_MAX_ROWS = 1_000_000
@@ -35,11 +47,92 @@ def aggregator_for(column: str):
     return ds.count() if column == "count" else ds.mean(column)
 
 
+#: Largest point count binned with numpy (above it, Datashader's compiled kernels).
+NUMPY_MAX_ROWS = 2_000_000
+
+
+def _pixel_index(df, x: str, y: str, canvas) -> tuple[np.ndarray, np.ndarray]:
+    """Flat pixel index of each point inside the canvas (and which rows are inside), binned as
+    Datashader bins points: closed ranges, a point on the upper edge goes to the last pixel."""
+    (x0, x1), (y0, y1) = canvas.x_range, canvas.y_range
+    w, h = canvas.plot_width, canvas.plot_height
+    xv, yv = df[x].to_numpy(np.float64), df[y].to_numpy(np.float64)
+    inside = (xv >= x0) & (xv <= x1) & (yv >= y0) & (yv <= y1)
+    rows = np.flatnonzero(inside)
+    ix = np.minimum(((xv[rows] - x0) * (w / (x1 - x0))).astype(np.int64), w - 1)
+    iy = np.minimum(((yv[rows] - y0) * (h / (y1 - y0))).astype(np.int64), h - 1)
+    return iy * w + ix, rows
+
+
+def _reduce(df, reduction, flat: np.ndarray, rows: np.ndarray, n_pixels: int) -> np.ndarray | None:
+    """One reduction over the binned rows, as Datashader computes it; None if not supported."""
+    def column_ok(col):
+        v = df[col].to_numpy()
+        return np.isfinite(v[rows]) if v.dtype.kind == "f" else np.ones(len(rows), bool), v
+
+    if type(reduction) is rd.count:
+        keep = column_ok(reduction.column)[0] if reduction.column is not None else slice(None)
+        return np.bincount(flat[keep], minlength=n_pixels).astype(np.uint32)
+    if type(reduction) is rd.mean:
+        ok, v = column_ok(reduction.column)
+        n = np.bincount(flat[ok], minlength=n_pixels)
+        total = np.bincount(flat[ok], weights=v[rows][ok].astype(np.float64), minlength=n_pixels)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, total / n, np.nan)
+    if (type(reduction) is rd.where and type(reduction.selector) is rd.first
+            and reduction.column is rd.SpecialColumn.RowIndex):
+        ok = column_ok(reduction.selector.column)[0]
+        first = np.full(n_pixels, np.iinfo(np.int64).max)
+        np.minimum.at(first, flat[ok], rows[ok])  # pandas order: "first" is the lowest row
+        return np.where(first == np.iinfo(np.int64).max, -1, first)
+    return None
+
+
+def numpy_points(df, x: str, y: str, agg, canvas) -> xr.DataArray | xr.Dataset | None:
+    """``canvas.points(df, x, y, agg)`` for count / mean / where(first) reductions and summaries of
+    them, computed with numpy; None when ``agg`` is something else (the caller uses Datashader)."""
+    w, h = canvas.plot_width, canvas.plot_height
+    flat, rows = _pixel_index(df, x, y, canvas)
+    (x0, x1), (y0, y1) = canvas.x_range, canvas.y_range
+    coords = {x: x0 + (np.arange(w) + 0.5) * (x1 - x0) / w, y: y0 + (np.arange(h) + 0.5) * (y1 - y0) / h}
+    parts = dict(zip(agg.keys, agg.values, strict=True)) if isinstance(agg, rd.summary) else {None: agg}
+    arrays = {}
+    for key, reduction in parts.items():
+        values = _reduce(df, reduction, flat, rows, w * h)
+        if values is None:
+            return None
+        arrays[key] = xr.DataArray(values.reshape(h, w), dims=[y, x], coords=coords)
+    attrs = {"x_range": canvas.x_range, "y_range": canvas.y_range}
+    if None in arrays:
+        return arrays[None].assign_attrs(attrs)
+    return xr.Dataset(arrays, attrs=attrs)
+
+
+class numpy_aggregate(aggregate):
+    """HoloViews' ``aggregate`` with the numpy binning above for point sets up to NUMPY_MAX_ROWS."""
+
+    def _apply_datashader(self, dfdata, cvs_fn, agg_fn, x, y, agg_state):
+        canvas = getattr(cvs_fn, "__self__", None)
+        if getattr(cvs_fn, "__name__", None) == "points" and canvas is not None and len(dfdata) <= NUMPY_MAX_ROWS:
+            agg = numpy_points(dfdata, x.name, y.name, agg_fn, canvas)
+            if agg is not None:
+                return self._apply_where_summary(dfdata, x.name, y.name, agg_fn, agg, agg_state)
+        return super()._apply_datashader(dfdata, cvs_fn, agg_fn, x, y, agg_state)
+
+
+class sky_rasterize(rasterize):
+    """``rasterize`` whose Points go through :class:`numpy_aggregate`."""
+
+    _transforms = [(hv.Points, numpy_aggregate) if t[0] is hv.Points else t for t in rasterize._transforms]
+
+
 def sky_points(store, colour: str, rows: int | None = None) -> hv.Points:
     """Points with only the columns the raster needs: hover values for every pixel are computed per
     vdim (``selector``), so a 40-column frame would cost ~1 s per render. ``rows``: the first rows only
     (the warm-up compiles on the very dtypes the sky uses)."""
     vdims = [c for c in dict.fromkeys(["object_id", *HOVER_COLUMNS, colour]) if c in store.catalog.columns]
+    if store.ra_wrap.shifted:  # the x axis is plot RA (app.sky_geometry): hover names the true RA too
+        vdims.insert(1, SKY_RA)
     frame = store.sky_frame(vdims)
     return hv.Points(frame if rows is None else frame.head(rows), kdims=["ra", "dec"], vdims=vdims)
 
@@ -47,9 +140,7 @@ def sky_points(store, colour: str, rows: int | None = None) -> hv.Points:
 def warm_up(store, colours: tuple[str, ...]) -> None:
     """Compile Datashader's kernels for these colourings exactly as the sky will call them (same
     frame dtypes, aggregator, selector) on a dozen rows, so no visitor waits for numba."""
-    from holoviews.operation.datashader import rasterize
-
-    op = rasterize.instance(dynamic=False, width=64, height=64)
+    op = sky_rasterize.instance(dynamic=False, width=64, height=64)
     selector = hover_selector(len(store.catalog))
     for colour in colours:
         op(sky_points(store, colour, rows=12), aggregator=aggregator_for(colour), selector=selector)
@@ -62,10 +153,14 @@ _WARM_LOCK = threading.Lock()
 def warm_up_datashader(store, which: str = "count") -> None:
     """Compile Datashader's numba kernels once per process (app.raster.warm_up): "count" is what the
     first page draws and runs before it; "mean" (colour by a column) runs after it (main.py, onload).
-    Spreading is numpy (below), so nothing else is compiled."""
+    Spreading is numpy (below), so nothing else is compiled; a catalog binned with numpy
+    (``NUMPY_MAX_ROWS``) needs no warm-up at all."""
     with _WARM_LOCK:
         key = (store.name, which)
         if key in _WARMED:
+            return
+        if len(store.catalog) <= NUMPY_MAX_ROWS:
+            _WARMED.add(key)
             return
         if which == "count":
             warm_up(store, ("count",))

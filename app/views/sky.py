@@ -1,4 +1,5 @@
-"""Sky: the whole catalog rasterized by Datashader over RA/Dec, coloured by any column; a tap
+"""Sky: the whole catalog rasterized over RA/Dec (HoloViews ``rasterize``: numpy binning up to 2 M
+rows, Datashader's kernels above, see :mod:`app.raster`), coloured by any column; a tap
 selects the nearest object; search hits and the selection drawn on top; zoomed in far enough,
 each visible object's own cutout drawn at its position (overlays in :mod:`app.views.sky_layers`).
 Coordinates are plot RA (:mod:`app.sky_geometry`), so a field across RA = 0 is one piece."""
@@ -8,9 +9,8 @@ from __future__ import annotations
 import holoviews as hv
 import panel as pn
 import param
-from holoviews.operation.datashader import rasterize
 
-from app.raster import aggregator_for, hover_selector, sky_points, sparse_spread
+from app.raster import aggregator_for, hover_selector, sky_points, sky_rasterize, sparse_spread
 from app.views import View
 from app.views.sky_layers import CUTOUT_MAX, cutout_layer, focus_ranges, hits_layer, selected_layer
 
@@ -50,7 +50,7 @@ class SkyView(View):
 
     def _build(self, focus=None):
         points = hv.DynamicMap(pn.bind(self._points, self.state.param.colour))
-        raster = rasterize(points, aggregator=self.param.aggregator, selector=hover_selector(len(self.store.catalog)))
+        raster = sky_rasterize(points, aggregator=self.param.aggregator, selector=hover_selector(len(self.store.catalog)))
         shaded = sparse_spread(raster, threshold=0.6, max_px=3).apply.opts(cmap=self.cmap.param.value)
         shaded = shaded.opts(
             tools=["hover", "box_select", "tap"], colorbar=True, cnorm="eq_hist", invert_xaxis=True, bgcolor="#0b0b1a",

@@ -128,3 +128,17 @@ def test_numpy_spreading_matches_datashader_density_and_carries_selector_columns
     ids = spread.data["object_id"].data
     assert (counts > 0).sum() > 2 and set(np.unique(ids[counts > 0])) == {7.0, 8.0}
     assert np.isnan(ids[counts == 0]).all()  # empty sky stays empty for hover
+
+
+def test_hover_names_the_true_ra_on_a_shifted_axis(wrapped_store):
+    """The x axis is plot RA (negative west of RA 0); hover's selector columns carry the true RA."""
+    from app.data_store import SKY_RA
+    from app.raster import sky_points
+
+    store = wrapped_store
+    points = sky_points(store, "count")
+    frame = points.dframe()
+    assert SKY_RA in [d.name for d in points.vdims] and (frame["ra"] < 0).any()
+    np.testing.assert_allclose(np.mod(frame["ra"], 360.0), frame[SKY_RA])
+    truth = store.catalog.set_index("object_id").loc[frame["object_id"], "ra"].to_numpy()
+    np.testing.assert_allclose(frame[SKY_RA], truth)
