@@ -9,6 +9,8 @@ import pytest
 import engine.paths
 from engine import cli
 from engine.index.searcher import Searcher
+from engine.prepare import PREPARE_PROBES
+from engine.tasks.probes import BEST_COMBO, SEGMENTATION_COMBO
 
 
 @pytest.fixture()
@@ -28,6 +30,11 @@ def test_prepare_builds_then_is_idempotent(tiny_mock, tiny_mock_model, index_roo
     searcher = Searcher.open(tiny_mock, tiny_mock_model, "image")
     hits = searcher.similar(int(searcher.dataset.ids[0]), k=5)
     assert len(hits) == 5 and int(searcher.dataset.ids[0]) not in [h.object_id for h in hits]
+    # only the heads the app reads are trained (a first `make run` stays short); evaluate trains the rest
+    probes = json.loads(next(index_root.rglob("probes/probes.json")).read_text())
+    assert set(probes["combos"]) == {SEGMENTATION_COMBO, BEST_COMBO}
+    assert probes["max_objects"] == PREPARE_PROBES["max_objects"]
+    assert "segmentation" in probes
     assert cli.main(argv) == 0
     second = json.loads(capsys.readouterr().out)
     assert second["steps"]["view:image"] == "up to date"
