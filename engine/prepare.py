@@ -107,15 +107,16 @@ def ensure_views(dataset_dir: Path, model: Path | str, views: tuple[str, ...], *
 #: combination and the segmentation head's), on fewer objects than `aion-engine evaluate` uses,
 #: so a first `make run` stays within its 15 minutes on 2 cores. `evaluate` retrains the full set
 #: (its settings differ, so it never reuses these) and `make run` then serves those.
-PREPARE_PROBES = {"max_objects": 2000, "max_seg_galaxies": 500}
+PREPARE_PROBES = {"max_seg_galaxies": 500, "seg_epochs": 6}
+PREPARE_PROBE_OBJECTS = 2000
 
 
 def ensure_predictions(dataset_dir: Path, model: Path | str, *, progress: bool = True) -> str:
     from engine.tasks.predictions import cache_predictions
     from engine.tasks.probes import BEST_COMBO, SEGMENTATION_COMBO
 
-    path = cache_predictions(dataset_dir, model, progress=progress, probe_combos=(SEGMENTATION_COMBO, BEST_COMBO),
-                             **PREPARE_PROBES)
+    path = cache_predictions(dataset_dir, model, progress=progress, max_objects=PREPARE_PROBE_OBJECTS,
+                             probe_options={"combos": (SEGMENTATION_COMBO, BEST_COMBO), **PREPARE_PROBES})
     return f"ready ({path})"
 
 

@@ -9,7 +9,7 @@ import pytest
 import engine.paths
 from engine import cli
 from engine.index.searcher import Searcher
-from engine.prepare import PREPARE_PROBES
+from engine.prepare import PREPARE_PROBE_OBJECTS, PREPARE_PROBES
 from engine.tasks.probes import BEST_COMBO, SEGMENTATION_COMBO
 
 
@@ -33,7 +33,7 @@ def test_prepare_builds_then_is_idempotent(tiny_mock, tiny_mock_model, index_roo
     # only the heads the app reads are trained (a first `make run` stays short); evaluate trains the rest
     probes = json.loads(next(index_root.rglob("probes/probes.json")).read_text())
     assert set(probes["combos"]) == {SEGMENTATION_COMBO, BEST_COMBO}
-    assert probes["max_objects"] == PREPARE_PROBES["max_objects"]
+    assert probes["max_objects"] == PREPARE_PROBE_OBJECTS and probes["seg_epochs"] == PREPARE_PROBES["seg_epochs"]
     assert "segmentation" in probes
     assert cli.main(argv) == 0
     second = json.loads(capsys.readouterr().out)

@@ -50,7 +50,9 @@ def _probe_results(dataset_dir, model_dir, loaded, dataset, *, seed, epochs, max
         cached = json.loads(path.read_text())
         same = (cached.get("model_hash") == loaded.hash and cached.get("seed") == seed and cached.get("epochs") == epochs
                 and cached.get("dataset_hash") == dataset.info.get("hash") and cached.get("max_objects") == max_objects
-                and cached.get("max_seg_galaxies") == max_seg_galaxies)
+                and cached.get("max_seg_galaxies") == max_seg_galaxies
+                and cached.get("seg_epochs", max(1, epochs // 2)) == max(1, epochs // 2)
+                and set(cached.get("combos", {})) == set(INPUT_COMBOS))  # not `prepare`'s reduced set
         if same:
             return cached
     return train_probes(dataset_dir, model_dir, seed=seed, epochs=epochs, progress=progress, max_objects=max_objects,

@@ -69,14 +69,13 @@ def _frame(ids: np.ndarray, preds: pd.DataFrame) -> pd.DataFrame:
 
 def cache_predictions(
     dataset_dir, model_dir, *, batch_size: int = 32, progress: bool = True, train_if_missing: bool = True,
-    max_objects: int | None = DEFAULT_MAX_OBJECTS, loaded=None, probe_combos: tuple[str, ...] | None = None,
-    max_seg_galaxies: int | None = 1500,
+    max_objects: int | None = DEFAULT_MAX_OBJECTS, loaded=None, probe_options: dict | None = None,
 ) -> Path:
     """Write ``predictions.parquet`` for every catalog object (idempotent: reused when up to date).
 
     Trains the probes first when they are missing and ``train_if_missing`` (with ``max_objects``
-    labelled objects, ``max_seg_galaxies`` for the segmentation head, the input combinations
-    ``probe_combos``, default all). Returns the path of the parquet file.
+    labelled objects and ``probe_options``, more keywords of :func:`train_probes`). Returns the
+    path of the parquet file.
     """
     from engine.model.fast import enable_fast_attention
     from engine.model.loading import load_model
@@ -93,7 +92,7 @@ def cache_predictions(
             raise ModelError(f"{pdir}: no probes trained for model {loaded.hash} ({BEST_COMBO!r}); "
                              "run `aion-engine train probes` first")
         train_probes(dataset_dir, model_dir, pdir, progress=progress, max_objects=max_objects, loaded=loaded,
-                     combos=probe_combos, max_seg_galaxies=max_seg_galaxies)
+                     **(probe_options or {}))
         heads = load_heads(pdir, model_hash=loaded.hash)
     target = predictions_path(dataset, model_dir)
     meta = {"model_hash": loaded.hash, "dataset_hash": dataset.info.get("hash"), "heads": heads_digest(pdir),

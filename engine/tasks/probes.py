@@ -247,13 +247,15 @@ def train_probes(
     combos: tuple[str, ...] | None = None,
     batch_size: int = 64,
     max_seg_galaxies: int | None = 1500,
+    seg_epochs: int | None = None,
     loaded=None,
 ) -> dict:
     """Cache frozen-encoder tokens per input combination, train every probe, save heads + metrics.
 
     Returns the metrics dict also written to ``<out_dir>/probes.json`` (out_dir defaults to
     ``<results_dir(dataset, model)>/probes``). ``max_objects`` caps the labelled objects used
-    (a deterministic subset), which bounds the one-off encoding cost on a CPU.
+    (a deterministic subset), which bounds the one-off encoding cost on a CPU. The segmentation
+    head trains ``seg_epochs`` epochs (default ``epochs // 2``) on ``max_seg_galaxies``.
     """
     from engine.model.fast import enable_fast_attention
     from engine.model.loading import load_model
@@ -267,11 +269,11 @@ def train_probes(
     if len(ids) == 0:
         raise DatasetError(f"{dataset.root}: no labelled galaxies or stars to train probes on")
     config = FitConfig(epochs=epochs, batch_size=batch_size, lr=2e-3, seed=seed, progress=progress)
-    seg_config = FitConfig(epochs=max(1, epochs // 2), batch_size=32, lr=2e-3, seed=seed, progress=progress)
+    seg_config = FitConfig(epochs=seg_epochs or max(1, epochs // 2), batch_size=32, lr=2e-3, seed=seed, progress=progress)
     t0 = time.time()
     results: dict = {"dataset": dataset.name, "dataset_hash": dataset.info.get("hash"), "model_id": loaded.model_id,
                      "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "max_objects": max_objects,
-                     "max_seg_galaxies": max_seg_galaxies,
+                     "max_seg_galaxies": max_seg_galaxies, "seg_epochs": seg_config.epochs,
                      "n_objects": int(len(ids)), "combos": {}}
     heldout_frames = []
     combo_list = combos or tuple(INPUT_COMBOS)

@@ -125,6 +125,8 @@ def test_segmentation_overlay_classes_and_truth(store, state):
     state.select(_galaxy(store))
     panels = view.panels()
     assert isinstance(panels, pn.Row) and isinstance(panels[1].object, hv.Overlay)  # truth overlay on the image
+    # no model / head here: the predicted side is a message naming the command that builds what is missing
+    assert isinstance(panels[0], pn.pane.Alert) and "aion-engine" in panels[0].object
 
 
 def test_similar_view_shows_message_without_index_and_gallery_from_hits(store, state):

@@ -107,6 +107,16 @@ def image_index(served_app, tiny_mock):
 
 
 @pytest.fixture(scope="session")
+def segmentation_head(served_app, tiny_mock):
+    """Train the segmentation head on the tiny model's frozen image tokens (the engine's own probe
+    training, few epochs), so the segmentation view draws a *predicted* mask, not only the truth."""
+    from engine.tasks.probes import SEGMENTATION_COMBO, train_probes
+
+    result = train_probes(tiny_mock, served_app[1].model, epochs=4, progress=False, combos=(SEGMENTATION_COMBO,))
+    assert "segmentation" in result, "the tiny dataset should have segmaps to train the head on"
+
+
+@pytest.fixture(scope="session")
 def browser():
     from playwright.sync_api import sync_playwright
 
