@@ -26,6 +26,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 IDLE = "() => window.Bokeh !== undefined && Bokeh.documents.length > 0 && Bokeh.documents[0].is_idle"
 JS_FIGURE_TITLED = """(text) => Bokeh.index.all_views().some(
   v => v.model.type === 'Figure' && v.model.title && String(v.model.title.text).includes(text))"""
+#: The sky figure (x axis "RA (deg)") shows less than half a degree of RA: "go to" has zoomed in.
+JS_SKY_ZOOMED = """() => Array.from(Bokeh.index.all_views()).some(v => v.model.type === 'Figure'
+  && v.model.below.length && v.model.below[0].axis_label === 'RA (deg)'
+  && Math.abs(v.model.x_range.end - v.model.x_range.start) < 0.5)"""
 SHOTS = ("sky", "object", "similar", "segmentation", "spectrum", "map")
 TIMEOUT_MS = 300_000  # generous: the box may be shared with training jobs
 
@@ -97,8 +101,8 @@ def shot_steps(oid: int) -> dict[str, Callable]:
         box = page.get_by_placeholder("object id, or RA Dec", exact=False).first
         box.fill(str(oid))
         box.press("Enter")  # "go to" zooms in close enough for the cutouts to be drawn
+        page.wait_for_function(JS_SKY_ZOOMED, timeout=TIMEOUT_MS)
         _wait_idle(page)
-        page.wait_for_function("() => Bokeh.index.all_views().some(v => v.model.type === 'Figure')", timeout=TIMEOUT_MS)
 
     def similar(page):
         page.locator(".aion-card").first.wait_for(timeout=TIMEOUT_MS)

@@ -7,6 +7,7 @@ Coordinates are plot RA (:mod:`app.sky_geometry`), so a field across RA = 0 is o
 from __future__ import annotations
 
 import holoviews as hv
+import numpy as np
 import panel as pn
 import param
 
@@ -21,6 +22,11 @@ TAP_RADIUS_PX = 12
 PLOT_WIDTH = 820
 #: Box select lists at most this many objects.
 BOX_MAX = 500
+
+
+def _known(axis_range) -> bool:
+    """A plot range the browser really reported: two finite numbers (not None, not NaN)."""
+    return axis_range is not None and all(v is not None and np.isfinite(v) for v in axis_range)
 
 
 class SkyView(View):
@@ -50,6 +56,14 @@ class SkyView(View):
 
     def _build(self, focus=None):
         points = hv.DynamicMap(pn.bind(self._points, self.state.param.colour))
+        self._focus_bounds = None
+        if focus is not None:
+            # on the points, so the raster's first frame is binned over the focused field at full plot
+            # resolution (the browser reports no range until the user moves the plot) and the axes,
+            # inheriting the dimension ranges, start there; the cutout layer's first frame uses the same
+            ranges = focus_ranges(self.store, focus)
+            self._focus_bounds = (*ranges["ra"], *ranges["dec"])
+            points = points.redim.range(**ranges)
         raster = sky_rasterize(points, aggregator=self.param.aggregator, selector=hover_selector(len(self.store.catalog)))
         shaded = sparse_spread(raster, threshold=0.6, max_px=3).apply.opts(cmap=self.cmap.param.value)
         shaded = shaded.opts(
@@ -58,8 +72,6 @@ class SkyView(View):
         )
         if self.store.ra_wrap.shifted:
             shaded = shaded.opts(xformatter=self.store.ra_wrap.tick_formatter())
-        if focus is not None:
-            shaded = shaded.redim.range(**focus_ranges(self.store, focus))
         self.tap = hv.streams.Tap(source=raster, x=None, y=None)
         self.tap.add_subscriber(self._on_tap)
         self.box = hv.streams.BoundsXY(source=raster, bounds=None)
@@ -77,7 +89,8 @@ class SkyView(View):
             self.plot.object = self._build(event.new)
 
     def _on_range(self, x_range=None, y_range=None) -> None:
-        self._range = (x_range, y_range)
+        if _known(x_range) and _known(y_range):  # a freshly replaced plot first reports (nan, nan)
+            self._range = (x_range, y_range)
 
     def tap_radius_deg(self) -> float:
         """TAP_RADIUS_PX in degrees at the current zoom (the whole catalog's span before any zoom)."""
@@ -118,8 +131,8 @@ class SkyView(View):
         return selected_layer(self.store, self.state.row)
 
     def _cutouts(self, x_range=None, y_range=None, width=None, height=None, scale=None):
-        known = x_range is not None and y_range is not None and None not in (*x_range, *y_range)
-        bounds = (*x_range, *y_range) if known else self.store.plot_bounds()
+        known = _known(x_range) and _known(y_range)
+        bounds = (*x_range, *y_range) if known else (self._focus_bounds or self.store.plot_bounds())
         return cutout_layer(self.store, bounds, aspect=(height / width) if width and height else 0.5)
 
     def __panel__(self):

@@ -56,6 +56,29 @@ def test_sky_cutouts_only_when_few_objects_in_view(store, state):
     assert np.asarray(far.dimension_values("A")).max() == 0  # whole sky: too many objects, no tiles
 
 
+def test_go_to_zooms_the_sky_onto_the_object_with_its_cutout(store, state):
+    """"Go to" re-centres the rendered figure on the object's field, and the cutout layer's first
+    frame (before the browser reports any range) already draws the cutouts there."""
+    from app.views.sky import SkyView
+    from app.views.sky_layers import focus_ranges
+
+    sky = SkyView(store, state)
+    oid = int(store.catalog.loc[store.catalog["has_image_ls"], "object_id"].iloc[0])
+    sky.search.value = str(oid)
+    assert state.object_id == oid and state.focus is not None
+    want = focus_ranges(store, state.focus)
+    fig = hv.render(sky.plot.object, backend="bokeh")
+    assert sorted((fig.x_range.start, fig.x_range.end)) == pytest.approx(sorted(want["ra"]))
+    assert sorted((fig.y_range.start, fig.y_range.end)) == pytest.approx(sorted(want["dec"]))
+    first = sky._cutouts()  # no ranges reported yet: the focused field, not the whole catalog
+    assert np.asarray(first.dimension_values("A")).max() > 0
+    # the replaced plot's first RangeXY event from the browser is (nan, nan): still the focused field
+    sky._on_range(x_range=(np.nan, np.nan), y_range=(np.nan, np.nan))
+    nan_frame = sky._cutouts(x_range=(np.nan, np.nan), y_range=(np.nan, np.nan), width=800, height=400)
+    assert np.asarray(nan_frame.dimension_values("A")).max() > 0
+    assert np.isfinite(sky.tap_radius_deg()) and sky.tap_radius_deg() > 0
+
+
 def test_object_view_image_bands_and_fits_download(store, state):
     from app.views.object import ObjectView
 
