@@ -1,8 +1,8 @@
 """Colour composites and thumbnails of survey cutouts.
 
-Lupton et al. (2004) asinh composites keep colours of bright cores and faint outskirts at once,
-which is what astronomers expect from a sky viewer. The stretch is scaled by a robust estimate of
-each cutout's brightness, so one slider position looks right on faint and bright objects alike.
+The composite is :func:`engine.data.rgb.lupton_rgb` (the mock preview sheets use the same one):
+Lupton et al. (2004) asinh with the Legacy Survey viewer's band weights and a per-cutout stretch,
+so one slider position looks right on faint and bright objects alike.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import io
 import numpy as np
 from PIL import Image
 
-#: Which bands go to (R, G, B), by survey band order in engine.data.schema (LS: g r i z; HSC: g r i z y).
-RGB_BANDS: dict[str, tuple[int, int, int]] = {"image_ls": (3, 1, 0), "image_hsc": (2, 1, 0)}
+from engine.data.rgb import lupton_rgb as composite_rgb
 
 
 def auto_scale(cube: np.ndarray) -> float:
@@ -26,16 +25,7 @@ def auto_scale(cube: np.ndarray) -> float:
 
 def lupton_rgb(cube: np.ndarray, source: str = "image_ls", stretch: float = 1.0, q: float = 8.0) -> np.ndarray:
     """(H, W, 3) uint8 composite of a (B, H, W) cutout; ``stretch`` multiplies the automatic scale."""
-    if cube.ndim != 3:
-        raise ValueError(f"cutout must have shape (bands, H, W), got {cube.shape!r}")
-    if stretch <= 0:
-        raise ValueError(f"stretch must be > 0, got {stretch!r}")
-    # imported here: astropy.visualization pulls in matplotlib (~0.6 s), not needed for the first page
-    from astropy.visualization import make_lupton_rgb
-
-    r, g, b = (np.nan_to_num(np.asarray(cube[i], dtype=np.float64)) for i in _rgb_indices(cube, source))
-    scale = auto_scale(cube) * stretch
-    return make_lupton_rgb(r, g, b, minimum=0.0, stretch=scale / 4.0, Q=q)
+    return composite_rgb(cube, source, q=q, stretch=stretch)
 
 
 def band_image(cube: np.ndarray, band: int, stretch: float = 1.0) -> np.ndarray:
@@ -43,11 +33,6 @@ def band_image(cube: np.ndarray, band: int, stretch: float = 1.0) -> np.ndarray:
     img = np.nan_to_num(np.asarray(cube[band], dtype=np.float64))
     scale = auto_scale(cube[band : band + 1]) * stretch
     return np.clip(np.arcsinh(np.maximum(img, 0) / (scale / 10)) / np.arcsinh(10), 0, 1)
-
-
-def _rgb_indices(cube: np.ndarray, source: str) -> tuple[int, int, int]:
-    idx = RGB_BANDS.get(source, (min(2, cube.shape[0] - 1), min(1, cube.shape[0] - 1), 0))
-    return tuple(min(i, cube.shape[0] - 1) for i in idx)  # type: ignore[return-value]
 
 
 def png_bytes(rgb: np.ndarray, size: int | None = None) -> bytes:

@@ -13,6 +13,7 @@ import param
 
 from app import images
 from app.views import View, nothing_selected
+from engine.data import schema
 
 #: Prediction column -> truth column it estimates (mock data has truth; real data usually not).
 PREDICTION_TRUTH = {
@@ -47,12 +48,23 @@ def cutout_fits_bytes(object_id: int, ra: float, dec: float, cube: np.ndarray, b
 
 
 def predictions_table(row: pd.Series) -> pd.DataFrame:
-    """One line per predicted quantity: prediction and (where the catalog has it) truth."""
+    """One line per predicted quantity: prediction and (where the catalog has it) truth; morphology
+    by its Galaxy10 class name, not its index."""
     lines = []
     for pred, truth in PREDICTION_TRUTH.items():
         if pred in row.index:
-            lines.append({"quantity": pred.removeprefix("pred_"), "predicted": _fmt(row[pred]), "truth": _fmt(row.get(truth))})
+            fmt = _morphology if pred == "pred_morphology" else _fmt
+            lines.append({"quantity": pred.removeprefix("pred_"), "predicted": fmt(row[pred]), "truth": fmt(row.get(truth))})
     return pd.DataFrame(lines, columns=["quantity", "predicted", "truth"])
+
+
+def _morphology(v) -> str:
+    """A Galaxy10 class index as its name ("—" for missing or -1, the non-galaxies)."""
+    try:
+        i = int(v)
+    except (TypeError, ValueError):
+        return "—"
+    return schema.MORPHOLOGY_CLASSES[i] if 0 <= i < len(schema.MORPHOLOGY_CLASSES) else "—"
 
 
 def _fmt(v) -> str:

@@ -96,6 +96,19 @@ def test_object_view_image_bands_and_fits_download(store, state):
     assert view.download.filename == f"aion_{oid}.fits"
 
 
+def test_predictions_table_names_morphology_classes():
+    from app.views.object import predictions_table
+    from engine.data import schema
+
+    row = pd.Series({"pred_z": 0.31, "truth_z": 0.3, "pred_morphology": 5, "truth_morphology": 0})
+    table = predictions_table(row).set_index("quantity")
+    assert table.loc["morphology", "predicted"] == schema.MORPHOLOGY_CLASSES[5]
+    assert table.loc["morphology", "truth"] == schema.MORPHOLOGY_CLASSES[0]
+    assert table.loc["z", "predicted"] == "0.31"
+    star = predictions_table(pd.Series({"pred_morphology": -1}))
+    assert star.set_index("quantity").loc["morphology", "predicted"] == "—"
+
+
 def test_spectrum_view_frames_lines_and_smoothing(store, state):
     from app.views.spectrum import SpectrumView, smooth
 

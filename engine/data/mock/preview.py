@@ -13,28 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from engine.data import schema
+from engine.data.rgb import lupton_rgb
 from engine.data.store import open_dataset
 
-#: LS bands -> RGB: z, r, g with the Legacy Survey viewer's relative scales.
-RGB_SCALES = (2.2, 3.4, 6.0)
 N_PER_CLASS = 6
-
-
-def lupton_rgb(image: np.ndarray, *, q: float = 8.0, stretch: float | None = None) -> np.ndarray:
-    """uint8 (H, W, 3) RGB of a (4, H, W) LS cutout (g, r, i, z) via astropy's make_lupton_rgb.
-
-    Without ``stretch`` each cutout is scaled so its brightest pixels just saturate, but never
-    so hard that the sky noise (robust sigma) rises above a faint grey."""
-    from astropy.visualization import make_lupton_rgb
-
-    g, r, _, z = (np.nan_to_num(image[i]) for i in range(4))
-    red, green, blue = z * RGB_SCALES[0], r * RGB_SCALES[1], g * RGB_SCALES[2]
-    if stretch is None:
-        intensity = (red + green + blue) / 3
-        peak = np.percentile(intensity, 99.8)
-        noise = 1.4826 * np.median(np.abs(intensity - np.median(intensity)))
-        stretch = max(q * peak / np.sinh(q), 2.5 * noise, 1e-6)
-    return make_lupton_rgb(red, green, blue, minimum=0.0, stretch=stretch, Q=q)
 
 
 def _pick_examples(cat, rng) -> dict[str, np.ndarray]:
