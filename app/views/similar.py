@@ -125,8 +125,9 @@ class SimilarView(View):
         controls = pn.Column(
             pn.widgets.RadioButtonGroup.from_param(self.state.param.view, label="Embedding view"),
             pn.Param(self, parameters=["query_view", "kinds", "filter_z", "z_range", "refine"], show_name=False,
-                     widgets={"kinds": pn.widgets.CheckButtonGroup}),
-            pn.widgets.IntSlider.from_param(self.state.param.k, label="k"),
+                     widgets={"kinds": pn.widgets.CheckButtonGroup, "query_view": {"width": 260},
+                              "z_range": {"width": 260}}),  # inside the 300 px column
+            pn.widgets.IntSlider.from_param(self.state.param.k, label="k", width=260),
             pn.Row(pn.pane.Markdown("Export:"), self.csv, self.votable),
             self.upload, width=300,
         )
