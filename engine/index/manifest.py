@@ -5,7 +5,10 @@
 - ``embeddings.npy``  float16 (n_catalog, dim), row-aligned with the catalog; zeros where invalid
 - ``valid.npy``       bool (n_catalog,): the object had the view's modalities
 - ``embeddings.json`` who computed the embeddings (model id + hash, dataset hash, run id, time)
-- ``index.faiss``     the FAISS index over the valid rows (FAISS id i = i-th valid catalog row)
+- ``index.faiss``     the FAISS index over the valid rows (FAISS id i = i-th valid catalog row),
+  holding them mapped by the search space and L2-normalised
+- ``search_space.safetensors`` the view's search space (whitening fitted on its valid rows,
+  ``search_space.py``) that every query of the view goes through
 - ``manifest.json``   what the index is (kind, factory, search params, measured recall, timings,
   checksum, library versions) and what it was built from (model/dataset hash, embeddings run)
 
@@ -30,6 +33,7 @@ import numpy as np
 from engine.errors import IndexError_, MissingFileError
 from engine.index.atomic import sha256_file, write_json_atomic, write_with_atomic
 from engine.index.faiss_build import RECALL_K, RECALL_TARGET, BuiltIndex, Tuning
+from engine.index.search_space import SPACE_FILE, SPACE_VERSION, SearchSpace
 
 FORMAT_VERSION = 1
 EMBEDDINGS_FILE = "embeddings.npy"
@@ -37,7 +41,7 @@ VALID_FILE = "valid.npy"
 EMBEDDINGS_META = "embeddings.json"
 INDEX_FILE = "index.faiss"
 MANIFEST_FILE = "manifest.json"
-METRIC = "cosine (inner product of L2-normalised vectors)"
+METRIC = "cosine (inner product of L2-normalised vectors, in the view's search space)"
 VIEWS: tuple[str, ...] = ("image", "spectrum", "photometry", "joint")
 
 
@@ -80,10 +84,20 @@ def write_index_and_manifest(
     model_hash: str,
     latency: dict[str, float] | None = None,
     extra: dict[str, Any] | None = None,
+    space: SearchSpace | None = None,
 ) -> dict[str, Any]:
-    """Write ``index.faiss`` then ``manifest.json``, each atomically; return the manifest."""
+    """Write ``search_space.safetensors``, ``index.faiss`` then ``manifest.json``, each atomically.
+
+    ``space`` is what the index's vectors went through before normalisation; ``None`` means
+    they were indexed as given (an identity space is written, so queries stay consistent).
+    Returns the manifest.
+    """
     view_dir = Path(view_dir)
     emb_meta = read_json(view_dir / EMBEDDINGS_META, "embeddings metadata (run `aion-engine embed` first)")
+    space = SearchSpace.identity(int(built.index.d)) if space is None else space
+    if space.dim != built.index.d:
+        raise IndexError_(f"{view_dir}: search space has dim {space.dim}, the index {built.index.d}")
+    space_path = space.save(view_dir)
     index_path = view_dir / INDEX_FILE
     write_with_atomic(index_path, lambda tmp: faiss.write_index(built.index, tmp))
     manifest = {
@@ -111,6 +125,7 @@ def write_index_and_manifest(
         "index_file": INDEX_FILE,
         "index_sha256": sha256_file(index_path),
         "index_bytes": index_path.stat().st_size,
+        "search_space": {**space.describe(), "file": SPACE_FILE, "sha256": sha256_file(space_path)},
         "embeddings_run": emb_meta["run_id"],
         "versions": library_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -145,5 +160,16 @@ def check_manifest(
         problems.append(f"{INDEX_FILE} is missing")
     elif verify_checksum and sha256_file(index_path) != manifest.get("index_sha256"):
         problems.append(f"{INDEX_FILE} checksum does not match the manifest (damaged or replaced)")
+    space = manifest.get("search_space")
+    if not isinstance(space, dict) or space.get("version") != SPACE_VERSION:
+        found = space.get("version") if isinstance(space, dict) else None
+        problems.append("no search space recorded (built before search spaces)" if found is None else
+                        f"search space version {found!r} (this engine reads {SPACE_VERSION})")
+    elif space.get("file") != SPACE_FILE:
+        problems.append(f"search space file {space.get('file')!r} (this engine reads {SPACE_FILE})")
+    elif not (view_dir / SPACE_FILE).is_file():
+        problems.append(f"{SPACE_FILE} is missing")
+    elif verify_checksum and sha256_file(view_dir / SPACE_FILE) != space.get("sha256"):
+        problems.append(f"{SPACE_FILE} checksum does not match the manifest (damaged or replaced)")
     if problems:
         raise IndexError_(f"{view_dir}: stale index ({'; '.join(problems)}); rebuild with: {rebuild}")

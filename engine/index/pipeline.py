@@ -23,6 +23,7 @@ from engine.index.embeddings import (
 )
 from engine.index.encoders import current_model_hash, open_encoder, open_views_encoder
 from engine.index.manifest import VIEWS, rebuild_command, write_index_and_manifest
+from engine.index.search_space import SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ def build_view_index(
     model_hash: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Build, tune and write the index of a view's embeddings; returns the manifest.
+    """Fit the view's search space on its valid embeddings, build, tune and write the index of
+    the mapped, normalised vectors; returns the manifest.
 
     Refuses embeddings computed from another dataset or model version (re-run embed).
     """
@@ -125,20 +127,23 @@ def build_view_index(
                           f"the model is now {model_hash!r}; recompute with: {rebuild}")
     if meta.get("view") != view:
         raise IndexError_(f"{vdir}: embeddings are for view {meta.get('view')!r}, not {view!r}")
-    vectors = store.normalized()
-    if len(vectors) == 0:
+    raw = np.asarray(store.vectors[store.valid_rows], dtype=np.float32)
+    if len(raw) == 0:
         raise IndexError_(f"{vdir}: no object of dataset {ds.name!r} has {view} data; nothing to index")
-    zero = ~(np.abs(vectors).sum(axis=1) > 0)
+    zero = ~(np.abs(raw).sum(axis=1) > 0)
     if zero.any():
         raise IndexError_(f"{vdir}: {int(zero.sum())} valid embedding rows are all zero (corrupt embeddings.npy?); "
                           f"recompute with: {rebuild}")
+    space = SearchSpace.fit(raw)
+    vectors = fb.normalize_rows(space.apply(raw))
+    del raw
     built = fb.build_index(vectors, kind, use_gpu=use_gpu, progress=progress)
     tuning = fb.tune(built, vectors)
     latency = fb.single_query_latency_ms(built, vectors, tuning.params)
     manifest = write_index_and_manifest(
         vdir, built, tuning, dataset_hash=ds.hash, model_id=meta["model_id"], model_hash=meta["model_hash"],
-        latency=latency, extra={"model": str(model), "baseline": is_baseline(model)},
+        latency=latency, extra={"model": str(model), "baseline": is_baseline(model)}, space=space,
     )
-    log.info("built %s index of %d vectors in %.1fs (recall@10 %.3f)", built.kind, built.index.ntotal,
-             built.build_s, tuning.recall)
+    log.info("built %s index of %d vectors in %.1fs (recall@10 %.3f, search space %s on %d rows)", built.kind,
+             built.index.ntotal, built.build_s, tuning.recall, space.method, space.n_fit)
     return manifest

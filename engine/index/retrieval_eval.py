@@ -1,14 +1,17 @@
 """Retrieval quality of embeddings: the AION-1 paper's nDCG@10 protocol and cross-modal recovery.
 
 Class retrieval (paper, Sec. "similarity search"): for every member of a class, rank all other
-galaxies of the view by cosine similarity of their mean embeddings; relevance = same class;
+galaxies of the view by cosine similarity of their mean embeddings mapped into the view's
+search space (the whitening the Searcher uses; ``search_space.py``), and, for comparison, of
+the raw mean embeddings; relevance = same class;
 nDCG@10 averaged over the queries. Classes on the mock: spirals (Galaxy10 barred/unbarred
 tight/loose spiral), mergers (Galaxy10 "merging") and strong lenses (``truth_is_lens``). The
 chance level is the expected nDCG of a random ranking (prevalence of the class among the
 candidates), reported beside each score.
 
 Cross-modal: for objects with both views, query the target view's embeddings with the source
-view's embedding of the same object; top-1 / top-10 = fraction whose own entry ranks first /
+view's raw embedding of the same object, both mapped with the *target* view's space (the
+Searcher's rule); top-1 / top-10 = fraction whose own entry ranks first /
 in the first ten; chance = 1/N and 10/N.
 """
 
@@ -24,9 +27,11 @@ import pandas as pd
 from engine import paths
 from engine.data import schema
 from engine.data.store import Dataset, open_dataset
+from engine.errors import EngineError
 from engine.index.embeddings import EmbeddingStore
 from engine.index.faiss_build import normalize_rows
-from engine.index.manifest import VIEWS
+from engine.index.manifest import MANIFEST_FILE, VIEWS, read_json
+from engine.index.search_space import SPACE_FILE, SearchSpace
 
 K = 10
 _SPIRAL_NAMES = ("barred spiral", "unbarred tight spiral", "unbarred loose spiral")
@@ -84,11 +89,31 @@ def _galaxy_rows(dataset: Dataset, store: EmbeddingStore) -> np.ndarray:
     return np.flatnonzero(store.valid & (dataset.catalog["kind"].to_numpy() == "galaxy"))
 
 
-def evaluate_store(dataset: Dataset, store: EmbeddingStore, k: int = K) -> dict[str, Any]:
-    """Class nDCG@k for each mock class the catalog has truth for, among the view's galaxies."""
+def view_space(store: EmbeddingStore) -> tuple[SearchSpace, str]:
+    """The view's search space and where it came from: the index's own file when the folder's
+    manifest is built from these embeddings, otherwise fitted here exactly as an index build
+    would fit it (on every valid row of the view), e.g. for baseline views embedded but not indexed."""
+    vdir = store.view_dir
+    try:
+        manifest = read_json(vdir / MANIFEST_FILE, "index manifest")
+        if manifest.get("embeddings_run") == store.meta.get("run_id") and \
+                manifest.get("search_space", {}).get("file") == SPACE_FILE:
+            space = SearchSpace.load(vdir)
+            if space.dim == store.dim:
+                return space, f"index ({SPACE_FILE})"
+    except (EngineError, OSError, ValueError):
+        pass  # no (usable) index: fit below
+    return SearchSpace.fit(np.asarray(store.vectors[store.valid_rows], dtype=np.float32)), "fitted for this report"
+
+
+def evaluate_store(dataset: Dataset, store: EmbeddingStore, k: int = K, *,
+                   space: SearchSpace | None = None) -> dict[str, Any]:
+    """Class nDCG@k for each mock class the catalog has truth for, among the view's galaxies,
+    in ``space`` (default: :func:`view_space`; pass ``SearchSpace.identity(dim)`` for raw cosines)."""
     rows = _galaxy_rows(dataset, store)
     cat = dataset.catalog.iloc[rows]
-    vecs = store.vectors[rows].astype(np.float32)
+    space = view_space(store)[0] if space is None else space
+    vecs = space.apply(np.asarray(store.vectors[rows], dtype=np.float32))
     out = {}
     for name, select in CLASSES.items():
         try:
@@ -97,6 +122,13 @@ def evaluate_store(dataset: Dataset, store: EmbeddingStore, k: int = K) -> dict[
             continue
         out[name] = class_ndcg(vecs, labels, k)
     return out
+
+
+def _both_ways(dataset: Dataset, store: EmbeddingStore, k: int) -> tuple[dict, dict, SearchSpace, dict]:
+    space, source = view_space(store)
+    return (evaluate_store(dataset, store, k, space=space),
+            evaluate_store(dataset, store, k, space=SearchSpace.identity(store.dim)),
+            space, {**space.describe(), "source": source})
 
 
 def evaluate(
@@ -108,25 +140,37 @@ def evaluate(
     cross: Iterable[tuple[str, str]] = (("image", "spectrum"), ("spectrum", "image")),
     k: int = K,
 ) -> dict[str, Any]:
-    """Retrieval report for ``model`` (and the baseline, if its views were embedded) over the views present."""
+    """Retrieval report for ``model`` (and the baseline, if its views were embedded) over the views present.
+
+    ``views`` / ``baseline`` / ``cross_modal`` are scored in each view's search space;
+    ``views_raw`` / ``baseline_raw`` / ``cross_modal_raw`` with raw mean embeddings, as before
+    search spaces existed; ``search_space`` says which space each view used.
+    """
     ds = dataset_dir if isinstance(dataset_dir, Dataset) else open_dataset(dataset_dir)
     report: dict[str, Any] = {"dataset": ds.name, "model": paths.model_id_of(model), "k": k, "views": {},
-                              "baseline": {}, "cross_modal": {}}
+                              "baseline": {}, "cross_modal": {}, "views_raw": {}, "baseline_raw": {},
+                              "cross_modal_raw": {}, "search_space": {}}
     stores: dict[str, EmbeddingStore] = {}
+    spaces: dict[str, SearchSpace] = {}
     for view in views:
         vdir = paths.view_dir(ds.name, model, view)
         if (vdir / "embeddings.npy").is_file():
             stores[view] = EmbeddingStore.open(vdir)
-            report["views"][view] = evaluate_store(ds, stores[view], k)
+            report["views"][view], report["views_raw"][view], spaces[view], info = _both_ways(ds, stores[view], k)
+            report["search_space"][f"{report['model']}/{view}"] = info
         if baseline is not None:
             bdir = paths.view_dir(ds.name, baseline, view)
             if (bdir / "embeddings.npy").is_file():
-                report["baseline"][view] = evaluate_store(ds, EmbeddingStore.open(bdir), k)
+                report["baseline"][view], report["baseline_raw"][view], _, info = _both_ways(
+                    ds, EmbeddingStore.open(bdir), k)
+                report["search_space"][f"{baseline}/{view}"] = info
     from engine.index.baseline import is_baseline
 
     for src, dst in cross if not is_baseline(model) else ():  # the baseline's views are unrelated spaces
         if src in stores and dst in stores and stores[src].dim == stores[dst].dim:
             both = np.flatnonzero(stores[src].valid & stores[dst].valid)
-            report["cross_modal"][f"{src}->{dst}"] = cross_modal(
-                stores[src].vectors[both].astype(np.float32), stores[dst].vectors[both].astype(np.float32), k)
+            q = np.asarray(stores[src].vectors[both], dtype=np.float32)
+            t = np.asarray(stores[dst].vectors[both], dtype=np.float32)
+            report["cross_modal"][f"{src}->{dst}"] = cross_modal(spaces[dst].apply(q), spaces[dst].apply(t), k)
+            report["cross_modal_raw"][f"{src}->{dst}"] = cross_modal(q, t, k)
     return report

@@ -5,6 +5,10 @@ A :class:`Searcher` loads once (index, memory-mapped embeddings, the catalog col
 carry) and is safe to share between threads: searches pass their parameters per call and
 the FAISS call itself is serialised (batched FAISS search must not run from several threads).
 
+Everything is compared in the view's search space (``search_space.py``, fitted when the index
+was built): indexed vectors are stored mapped and normalised, new data and cross-modal queries
+are mapped with the same space before normalising, so scores are cosines in that space.
+
 Filters keep ``k`` results: when the allowed subset is small, search it exactly (a matmul
 over those rows); otherwise oversample the index by 1/selectivity and post-filter, widening
 until ``k`` survive, and fall back to exact search over the subset if the index runs dry.
@@ -30,6 +34,7 @@ from engine.errors import IndexError_, MissingModalityError, ValidationError
 from engine.index import faiss_build as fb
 from engine.index.embeddings import EmbeddingStore
 from engine.index.manifest import INDEX_FILE, MANIFEST_FILE, check_manifest, read_json, rebuild_command
+from engine.index.search_space import SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +47,7 @@ ROCCHIO = {"alpha": 1.0, "beta": 0.75, "gamma": 0.25}
 @dataclass(frozen=True)
 class Hit:
     object_id: int
-    score: float  # cosine similarity
+    score: float  # cosine similarity in the view's search space
     ra: float
     dec: float
     kind: str
@@ -61,8 +66,9 @@ class Searcher:
     """Search one (dataset, model, view) index. Build with :meth:`open`."""
 
     def __init__(self, dataset: Dataset, store: EmbeddingStore, index: faiss.Index, manifest: dict[str, Any],
-                 *, model: str, view: str, view_dir: Path):
+                 *, model: str, view: str, view_dir: Path, space: SearchSpace):
         self.dataset, self.store, self.index, self.manifest = dataset, store, index, manifest
+        self.space = space
         self.model, self.view, self.view_dir = str(model), view, view_dir
         self.kind = manifest["kind"]
         self._params = fb.search_parameters(self.kind, manifest.get("search_params", {}))
@@ -113,7 +119,13 @@ class Searcher:
         if index.ntotal != int(store.valid.sum()) or index.d != store.dim:
             raise IndexError_(f"{vdir / INDEX_FILE}: holds {index.ntotal}x{index.d}, embeddings have "
                               f"{int(store.valid.sum())}x{store.dim} valid; rebuild with: {rebuild}")
-        return cls(dataset, store, index, manifest, model=str(model), view=view, view_dir=vdir)
+        try:
+            space = SearchSpace.load(vdir)
+        except IndexError_ as exc:
+            raise IndexError_(f"{exc}; rebuild with: {rebuild}") from exc
+        if space.dim != store.dim:
+            raise IndexError_(f"{vdir}: search space has dim {space.dim}, embeddings {store.dim}; rebuild with: {rebuild}")
+        return cls(dataset, store, index, manifest, model=str(model), view=view, view_dir=vdir, space=space)
 
     # --- properties ------------------------------------------------------------------
 
@@ -132,22 +144,40 @@ class Searcher:
 
     # --- query vectors ---------------------------------------------------------------
 
-    def vector_of(self, object_id: int) -> np.ndarray:
-        """The unit embedding of an indexed object (raises for unknown ids or objects lacking the view)."""
+    def _row_of(self, object_id: int) -> int:
         row = int(self.dataset.rows([object_id])[0])  # UnknownObjectError names the id
         if not self.store.valid[row]:
             raise MissingModalityError(
                 f"object_id {object_id} has no {self.view} data, so it has no {self.view} embedding; "
                 f"try another view"
             )
-        return self.store.normalized(np.array([row]))[0]
+        return row
+
+    def raw_vector_of(self, object_id: int) -> np.ndarray:
+        """The stored (mean-pooled, unmapped) embedding of an object, float32: what another view's
+        space is applied to in cross-modal search."""
+        return np.asarray(self.store.vectors[self._row_of(object_id)], dtype=np.float32)
+
+    def vector_of(self, object_id: int) -> np.ndarray:
+        """The unit vector of an indexed object in this view's search space, exactly as indexed
+        (raises for unknown ids or objects lacking the view)."""
+        pos = int(self._pos_of_row[self._row_of(object_id)])
+        return self.index.reconstruct(pos)
+
+    def to_space(self, raw: np.ndarray) -> np.ndarray:
+        """Unit vector of a raw embedding (any object of this model, any view) in this view's space."""
+        raw = np.asarray(raw, dtype=np.float32).reshape(1, -1)
+        if raw.shape[1] != self.space.dim:
+            raise ValidationError(f"embedding has dim {raw.shape[1]}, the search space of {self.view_dir} has dim "
+                                  f"{self.space.dim}")
+        return fb.normalize_rows(self.space.apply(raw))[0]
 
     def encode_file(self, path: str | os.PathLike) -> np.ndarray:
-        """Encode a FITS cutout/spectrum not in the dataset into this view's space (unit vector)."""
+        """Encode a FITS cutout/spectrum not in the dataset into this view's search space (unit vector)."""
         from engine.index.query_data import encode_query_file
 
         vec, _ = encode_query_file(path, self._get_encoder(), spectrum_source=self._spectrum_source())
-        return fb.normalize_rows(vec[None])[0]
+        return self.to_space(vec)
 
     def _spectrum_source(self) -> str:
         from engine.index.baseline import _spectrum_source
@@ -212,12 +242,14 @@ class Searcher:
             return self.index.search(q, k, params=params)
 
     def _exact(self, q: np.ndarray, positions: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k among index ``positions`` (chunked to bound memory)."""
+        """Exact top-k among index ``positions`` (chunked to bound memory), scored against the
+        index's own stored vectors (already in the search space and unit length: every kind keeps
+        them, IVF-PQ in its exact re-rank store), so it agrees with FAISS to rounding."""
         best_s = np.empty(0, np.float32)
         best_p = np.empty(0, np.int64)
         for s in range(0, len(positions), 200_000):
             pos = positions[s : s + 200_000]
-            scores = self.store.normalized(self._rows[pos]) @ q[0]
+            scores = self.index.reconstruct_batch(np.ascontiguousarray(pos, dtype=np.int64)) @ q[0]
             best_s = np.concatenate([best_s, scores])
             best_p = np.concatenate([best_p, pos])
             if len(best_s) > k:
@@ -229,7 +261,11 @@ class Searcher:
     def search_vector(self, vector: np.ndarray, k: int = 10, *, exclude: Iterable[int] = (),
                       kinds: Iterable[str] | None = None, z_range: tuple[float, float] | None = None,
                       ranges: Mapping[str, tuple[float, float]] | None = None) -> list[Hit]:
-        """The ``k`` most cosine-similar indexed objects to ``vector`` passing the filters."""
+        """The ``k`` most cosine-similar indexed objects to ``vector`` passing the filters.
+
+        ``vector`` must already be in this view's search space (:meth:`vector_of`,
+        :meth:`to_space`, :meth:`encode_file`); it is normalised here.
+        """
         if k < 1:
             raise ValidationError(f"k must be >= 1, got {k!r}")
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
@@ -293,20 +329,21 @@ class Searcher:
     def cross_modal(self, source: Searcher, object_id: int, k: int = 10, **filters) -> list[Hit]:
         """Query this index with ``object_id``'s embedding from another view (e.g. image -> spectrum).
 
-        Both views must come from the same model (one shared embedding space). The object
-        itself is *not* excluded: finding it is the point of cross-modal retrieval.
+        Both views must come from the same model (one shared embedding space). The source
+        view's *raw* embedding is mapped with *this* (target) view's search space, the space
+        the results live in. The object itself is *not* excluded: finding it is the point.
         """
         if source.manifest["model_hash"] != self.manifest["model_hash"] or source.dim != self.dim:
             raise ValidationError(
                 f"cross-modal search needs one model's shared space: {source.view!r} is {source.manifest['model_id']!r} "
                 f"dim {source.dim}, {self.view!r} is {self.manifest['model_id']!r} dim {self.dim}"
             )
-        return self.search_vector(source.vector_of(object_id), k, **filters)
+        return self.search_vector(self.to_space(source.raw_vector_of(object_id)), k, **filters)
 
     def feedback_vector(self, positive: Sequence[int], negative: Sequence[int] = (), *,
                         query: np.ndarray | None = None, alpha: float = ROCCHIO["alpha"],
                         beta: float = ROCCHIO["beta"], gamma: float = ROCCHIO["gamma"]) -> np.ndarray:
-        """Rocchio on unit vectors: alpha*query + beta*mean(positive) - gamma*mean(negative)."""
+        """Rocchio on unit vectors of the search space: alpha*query + beta*mean(positive) - gamma*mean(negative)."""
         if not positive and query is None:
             raise ValidationError("relevance feedback needs at least one positive object (or a query)")
         q = np.zeros(self.dim, np.float32)
