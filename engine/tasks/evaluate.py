@@ -22,7 +22,7 @@ from engine.data import schema
 from engine.data.store import open_dataset
 from engine.paths import PROJECT_ROOT
 from engine.tasks.baselines import baselines_dir, run_baselines
-from engine.tasks.features import INPUT_COMBOS
+from engine.tasks.features import FEATURE_VERSION, INPUT_COMBOS
 from engine.tasks.probes import (
     DEFAULT_MAX_OBJECTS,
     GALAXY_TARGETS,
@@ -52,7 +52,8 @@ def _probe_results(dataset_dir, model_dir, loaded, dataset, *, seed, epochs, max
                 and cached.get("dataset_hash") == dataset.info.get("hash") and cached.get("max_objects") == max_objects
                 and cached.get("max_seg_galaxies") == max_seg_galaxies
                 and cached.get("seg_epochs", max(1, epochs // 2)) == max(1, epochs // 2)
-                and set(cached.get("combos", {})) == set(INPUT_COMBOS))  # not `prepare`'s reduced set
+                and set(cached.get("combos", {})) == set(INPUT_COMBOS)  # not `prepare`'s reduced set
+                and cached.get("features") == FEATURE_VERSION)
         if same:
             return cached
     return train_probes(dataset_dir, model_dir, seed=seed, epochs=epochs, progress=progress, max_objects=max_objects,

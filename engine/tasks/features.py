@@ -7,6 +7,12 @@ so token position t always means the same modality and patch. Tokens an object l
 spectrum, no Gaia flux) are zero with ``mask`` True. This is what attentive pooling and the
 segmentation head (which needs the image tokens on their grid) consume.
 
+Each token's feature is two frozen layers side by side (``2 x dim``): the encoder's *input*
+embedding of the token (the embedding-table lookup of its code, before any transformer block)
+and the last encoder layer's output. The nano model's encoder washes out much of what its
+tokenizers keep (morphology from the image codes: 0.52 with the embedding layer, 0.26 with the
+last layer alone; ``bench/probe_features.py``), so the heads read both, as multi-layer probes do.
+
 Cache folder ``<results_dir>/probes/tokens/<combo>/``: ``embeddings.npy`` (float16, N x T x D),
 ``mask.npy`` (bool, N x T), ``object_ids.npy``, ``meta.json`` (model hash, dataset hash,
 keys). It is filled chunk by chunk into ``*.partial`` files whose progress is recorded, so an
@@ -40,7 +46,10 @@ INPUT_COMBOS: dict[str, tuple[str, ...]] = {
     "photometry+image+spectrum": (*PHOTOMETRY_KEYS, "tok_image", "tok_spectrum_desi"),
 }
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+#: What a token's feature is; heads trained on another version cannot be applied (other width).
+FEATURE_VERSION = 2
+FEATURES = "embedding layer + last encoder layer (2 x dim)"
 #: where pretraining runs keep their token tables (``engine.train.pretrain.default_run_dir``)
 RUNS_ROOT = PROJECT_ROOT / "runs"
 
@@ -89,7 +98,8 @@ def tokenize(loaded, dataset, object_ids: np.ndarray, keys) -> tuple[dict[str, t
 def encode_canonical(
     model, tokens: dict[str, torch.Tensor], present: dict[str, np.ndarray], layout: Layout
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encoder outputs (B, T, D) and mask (B, T, True = absent) in the canonical layout.
+    """Frozen features (B, T, 2D: input embedding, last encoder layer) and mask (B, T, True = absent)
+    in the canonical layout.
 
     Absent modalities are masked at the encoder input; the official encoder packs the
     present tokens first in concatenation order, so outputs are scattered back to their
@@ -107,6 +117,7 @@ def encode_canonical(
     out = model._encode(enc_tokens, enc_emb, enc_mask)
     n_reg = int(getattr(model, "num_register_tokens", 0) or 0)
     out = out[:, n_reg:]
+    out = torch.cat([enc_tokens[:, : out.shape[1]].to(out.dtype), out], dim=-1)  # same packing as the outputs
     mask_all = torch.cat([input_mask[k] for k in layout.keys], dim=1)
     order = torch.argsort(mask_all.float() + torch.arange(layout.total, device=device)[None] * 1e-6, dim=1)
     canonical = torch.zeros(b, layout.total, out.shape[-1], device=device, dtype=out.dtype)
@@ -153,7 +164,8 @@ def _meta_for(loaded, dataset, layout: Layout, object_ids: np.ndarray) -> dict:
         "dataset_hash": dataset.info.get("hash"),
         "keys": list(layout.keys),
         "tokens": layout.total,
-        "dim": loaded.dim,
+        "dim": 2 * loaded.dim,
+        "features": FEATURES,
         "count": len(object_ids),
         "ids_digest": ids_hash,
     }
@@ -245,7 +257,7 @@ def build_token_cache(
     folder.mkdir(parents=True, exist_ok=True)
     part_e, part_m, prog_path = folder / "embeddings.partial.npy", folder / "mask.partial.npy", folder / "progress.json"
     done = 0
-    shape = (len(ids), layout.total, loaded.dim)
+    shape = (len(ids), layout.total, 2 * loaded.dim)
     if prog_path.is_file() and part_e.is_file() and part_m.is_file():
         try:
             prog = json.loads(prog_path.read_text())

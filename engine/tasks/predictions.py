@@ -132,7 +132,7 @@ def cache_predictions(
             if use.any():
                 sub = chunk[use]
                 hit = np.array([int(i) in cached_rows for i in sub])
-                tok = torch.zeros(len(sub), layout.total, loaded.dim)
+                tok = torch.zeros(len(sub), layout.total, 2 * loaded.dim)  # features.encode_canonical: 2 layers
                 msk = torch.ones(len(sub), layout.total, dtype=torch.bool)
                 if hit.any():
                     rows = np.array([cached_rows[int(i)] for i in sub[hit]])

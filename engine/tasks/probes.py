@@ -32,6 +32,7 @@ from engine.errors import DatasetError
 from engine.paths import results_dir
 from engine.tasks import arrays, metrics, segmentation
 from engine.tasks.features import (
+    FEATURE_VERSION,
     INPUT_COMBOS,
     TokenCache,
     build_token_cache,
@@ -274,6 +275,7 @@ def train_probes(
     results: dict = {"dataset": dataset.name, "dataset_hash": dataset.info.get("hash"), "model_id": loaded.model_id,
                      "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "max_objects": max_objects,
                      "max_seg_galaxies": max_seg_galaxies, "seg_epochs": seg_config.epochs,
+                     "features": FEATURE_VERSION,
                      "n_objects": int(len(ids)), "combos": {}}
     heldout_frames = []
     combo_list = combos or tuple(INPUT_COMBOS)
@@ -293,6 +295,7 @@ def train_probes(
             module, meta, frame = fitted
             meta["combo"] = combo
             meta["model_hash"] = loaded.hash
+            meta["features"] = FEATURE_VERSION
             save_head(head_stem(out, combo, group), module, meta)
             combo_res.update(meta["metrics"])
             heldout_frames.append(frame.assign(combo=combo))
@@ -301,6 +304,7 @@ def train_probes(
             module, meta, frame = fitted
             meta["combo"] = combo
             meta["model_hash"] = loaded.hash
+            meta["features"] = FEATURE_VERSION
             save_head(head_stem(out, combo, "morphology"), module, meta)
             combo_res[MORPHOLOGY_TARGET] = meta["metrics"]
             heldout_frames.append(frame.assign(combo=combo))
@@ -310,6 +314,7 @@ def train_probes(
                 module, meta, examples = fitted
                 meta["combo"] = combo
                 meta["model_hash"] = loaded.hash
+                meta["features"] = FEATURE_VERSION
                 save_head(head_stem(out, combo, "segmentation"), module, meta)
                 results["segmentation"] = {"combo": combo, **meta["metrics"]}
                 out.mkdir(parents=True, exist_ok=True)
@@ -340,6 +345,8 @@ def load_heads(
         stem = head_stem(out_dir, combo, name)
         if stem.with_suffix(".json").is_file():
             module, meta = load_head(stem, build_head)
+            if meta.get("features") != FEATURE_VERSION:  # trained on other features (another width)
+                continue
             if model_hash is not None and meta.get("model_hash") != model_hash:
                 continue
             heads[name] = (module, meta)

@@ -225,3 +225,44 @@ def test_heads_of_another_model_are_not_applied(trained, tiny_mock, task_model_d
     finally:
         for path, text in originals.items():
             path.write_text(text)
+
+
+def test_token_features_are_the_embedding_layer_and_the_last_layer(tiny_mock, task_model_dir):
+    """Each token's feature = [input embedding of its code | last encoder layer] (features.FEATURE_VERSION)."""
+    import torch
+
+    from engine.data import open_dataset
+    from engine.model.encode import encoder_outputs
+    from engine.model.loading import load_model
+    from engine.tasks.features import Layout, encode_canonical, tokenize
+
+    loaded, ds = load_model(task_model_dir), open_dataset(tiny_mock)
+    cat = ds.catalog
+    ids = cat.loc[cat["has_image_ls"], "object_id"].to_numpy()[:3]
+    layout = Layout(("tok_image",))
+    tokens, present = tokenize(loaded, ds, ids, layout.keys)
+    feats, mask = encode_canonical(loaded.model, tokens, present, layout)
+    d = loaded.dim
+    assert feats.shape == (3, 576, 2 * d) and not mask.any()
+    with torch.no_grad():
+        table = loaded.model.encoder_embeddings["tok_image"].token_emb(tokens["tok_image"].long().reshape(3, -1))
+    torch.testing.assert_close(feats[..., :d], table.to(feats.dtype))
+    last, _ = encoder_outputs(loaded.model, {"tok_image": tokens["tok_image"]})
+    torch.testing.assert_close(feats[..., d:], last.to(feats.dtype), atol=1e-4, rtol=1e-4)
+
+
+def test_heads_of_older_features_are_not_applied(trained, tiny_mock, task_model_dir):
+    """Heads trained on the single-layer features (version 1, half the width) count as missing."""
+    from engine.data import open_dataset
+    from engine.tasks.probes import load_heads, probes_dir
+
+    pdir = probes_dir(open_dataset(tiny_mock), task_model_dir)
+    path = pdir / "heads" / "photometry+image" / "morphology.json"
+    text = path.read_text()
+    try:
+        meta = json.loads(text)
+        meta["features"] = 1
+        path.write_text(json.dumps(meta))
+        assert "morphology" not in load_heads(pdir, "photometry+image")
+    finally:
+        path.write_text(text)
