@@ -114,13 +114,15 @@ def main() -> int:
     use = np.isfinite(label) & (label >= 0)
     ids_k, y = ids[use], torch.from_numpy(label[use].astype(np.int64))
     split = probes._split_rows(ids_k, args.seed)
-    tok, msk = probes._tensor(cache, cache.rows(ids_k))
+    feats, msk = probes._tensor(cache, cache.rows(ids_k))
+    d = loaded.dim
+    tok = feats[..., d:] if feats.shape[-1] == 2 * d else feats  # the last encoder layer (features.py, version 2)
     grid = tok[:, cache.layout.slice_of("tok_image")]
     codes = torch.cat([tokenize_batch(loaded, ds, ids_k[s : s + 100], ["tok_image"])[0]["tok_image"]
                        for s in range(0, len(ids_k), 100)]).long()
     with torch.no_grad():
         embedded = loaded.model.encoder_embeddings["tok_image"].token_emb(codes).float()
-    n_classes, dim = 10, tok.shape[-1]
+    n_classes, dim = 10, d
     t0 = time.time()
     scores = {
         "encoder outputs, mean + MLP (shipped probe)": accuracy(MorphologyProbe(dim, n_classes), (tok, msk), y, split, args.seed),
