@@ -26,6 +26,19 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 IDLE = "() => window.Bokeh !== undefined && Bokeh.documents.length > 0 && Bokeh.documents[0].is_idle"
 JS_FIGURE_TITLED = """(text) => Bokeh.index.all_views().some(
   v => v.model.type === 'Figure' && v.model.title && String(v.model.title.text).includes(text))"""
+#: The sky figure (its x axis is "RA (deg)") is drawn.
+JS_SKY_DRAWN = """() => Bokeh.index !== undefined && Array.from(Bokeh.index.all_views()).some(v => v.model.type === 'Figure'
+  && v.model.below.length && v.model.below[0].axis_label === 'RA (deg)')"""
+#: Screen position of a data point in the Bokeh figure whose x axis has the given label.
+JS_DATA_TO_SCREEN = """([xlabel, x, y]) => {
+  for (const v of Bokeh.index.all_views()) {
+    if (v.model.type === 'Figure' && v.model.below.length && v.model.below[0].axis_label === xlabel) {
+      const r = v.canvas_view.el.getBoundingClientRect()
+      return [r.left + v.frame.x_scale.compute(x), r.top + v.frame.y_scale.compute(y)]
+    }
+  }
+  return null
+}"""
 #: The sky figure (x axis "RA (deg)") shows less than half a degree of RA: "go to" has zoomed in.
 JS_SKY_ZOOMED = """() => Array.from(Bokeh.index.all_views()).some(v => v.model.type === 'Figure'
   && v.model.below.length && v.model.below[0].axis_label === 'RA (deg)'
@@ -48,6 +61,30 @@ def pick_object(dataset: Path) -> int:
     return int(rows["object_id"].iloc[0])
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, *, interval: float = 0.1, timeout: float | None = None,
+                  alive: Callable[[], None] | None = None) -> bool:
+    """Poll 127.0.0.1:``port`` until it accepts connections (True) or ``timeout`` s pass (False).
+    ``alive()`` runs between tries and raises to give up (e.g. the server process exited). A bare
+    socket, not page.goto: a refused goto renders chromium's error page first, a cycle that would
+    count in every timing."""
+    deadline = None if timeout is None else time.time() + timeout
+    while deadline is None or time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        if alive is not None:
+            alive()
+        time.sleep(interval)
+    return False
+
+
 def serve(config, wait_s: float = 60.0) -> tuple[object, str]:
     """The app served in a thread on a free loopback port (the browser tests serve it this way too);
     waits up to ``wait_s`` for the port to accept connections."""
@@ -55,16 +92,9 @@ def serve(config, wait_s: float = 60.0) -> tuple[object, str]:
 
     from app.main import build_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = pn.serve({"/": lambda: build_app(config)}, port=port, threaded=True, show=False, start=True)
-    deadline = time.time() + wait_s
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
+    wait_for_port(port, timeout=wait_s)
     return server, f"http://127.0.0.1:{port}/"
 
 

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -37,30 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
+from app.screenshots import CHROMIUM_ARGS, IDLE, JS_DATA_TO_SCREEN, JS_SKY_DRAWN, free_port, wait_for_port
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TMP = RESULTS / "tmp" / "app"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-IDLE = "() => window.Bokeh !== undefined && Bokeh.documents.length > 0 && Bokeh.documents[0].is_idle"
-JS_DATA_TO_SCREEN = """([xlabel, x, y]) => {
-  for (const v of Bokeh.index.all_views()) {
-    if (v.model.type === 'Figure' && v.model.below.length && v.model.below[0].axis_label === xlabel) {
-      const r = v.canvas_view.el.getBoundingClientRect()
-      return [r.left + v.frame.x_scale.compute(x), r.top + v.frame.y_scale.compute(y)]
-    }
-  }
-  return null
-}"""
-
 
 SERVERS: list[subprocess.Popen] = []  # terminated at exit even when a measurement fails
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -122,22 +104,15 @@ def serve(dataset: Path, index_root: Path | None, port: int, warm: bool = False)
     return proc, t0
 
 
-SKY_DRAWN = """() => Bokeh.index !== undefined && Bokeh.index.all_views().some(v => v.model.type === 'Figure'
-  && v.model.below.length && v.model.below[0].axis_label === 'RA (deg)')"""
-
-
 def open_when_up(page, url: str, proc: subprocess.Popen) -> None:
-    """Load ``url`` once the server accepts connections (with --warm: once warmed up). The port is
-    polled with a bare socket every 20 ms: a page.goto that fails on a refused connection first
-    renders chromium's error page, which would add up to one such cycle to the measurement."""
-    port = int(url.split(":")[2].split("/")[0])
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
+    """Load ``url`` once the server accepts connections (with --warm: once warmed up); the port is
+    polled every 20 ms (``wait_for_port``: no chromium error-page cycle in the measurement)."""
+
+    def alive() -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"panel serve exited; see the server logs in {TMP}")
-        time.sleep(0.02)
+
+    wait_for_port(int(url.split(":")[2].split("/")[0]), interval=0.02, alive=alive)
     while True:
         try:
             page.goto(url, timeout=600_000)
@@ -158,12 +133,12 @@ def first_render(browser, dataset: Path, index_root: Path | None, warm: bool) ->
     page = browser.new_page(viewport={"width": 1300, "height": 900})
     open_when_up(page, url, proc)
     page.wait_for_function(IDLE, timeout=600_000)
-    page.wait_for_function(SKY_DRAWN, timeout=600_000)
+    page.wait_for_function(JS_SKY_DRAWN, timeout=600_000)
     first, cpu_first = time.perf_counter() - t0, cpu_s(proc.pid)
     t = time.perf_counter()
     page.goto(url)
     page.wait_for_function(IDLE, timeout=600_000)
-    page.wait_for_function(SKY_DRAWN, timeout=600_000)
+    page.wait_for_function(JS_SKY_DRAWN, timeout=600_000)
     again = time.perf_counter() - t
     page.close()
     return proc, url, {"server_start_to_first_render_s": round(first, 2), "server_cpu_s_at_first_render": round(cpu_first, 2),
@@ -368,7 +343,7 @@ def bench_sessions(proc: subprocess.Popen, port: int, results: dict, n: int = 20
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         warm = browser.new_page()  # one session first, so the growth below is per added session
         open_when_up(warm, url, proc)
-        warm.wait_for_function(SKY_DRAWN, timeout=600_000)
+        warm.wait_for_function(JS_SKY_DRAWN, timeout=600_000)
         before, cpu_before, load_before = rss_mb(proc.pid), cpu_s(proc.pid), load_average()
         pages = []
         t = time.perf_counter()
@@ -382,7 +357,7 @@ def bench_sessions(proc: subprocess.Popen, port: int, results: dict, n: int = 20
         for i, page in enumerate(pages):
             try:
                 page.wait_for_function(IDLE, timeout=600_000)
-                page.wait_for_function(SKY_DRAWN, timeout=600_000)
+                page.wait_for_function(JS_SKY_DRAWN, timeout=600_000)
                 drawn += 1
             except Exception as exc:  # recorded, not raised: the benchmark reports every failure
                 errors.append(f"page {i}: {type(exc).__name__}: {str(exc)[:200]}")

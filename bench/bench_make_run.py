@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,17 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from app.screenshots import CHROMIUM, CHROMIUM_ARGS, IDLE  # noqa: E402
+from app.screenshots import CHROMIUM, CHROMIUM_ARGS, IDLE, JS_SKY_DRAWN, free_port, wait_for_port  # noqa: E402
 
-SKY_DRAWN = """() => Bokeh.index !== undefined && Array.from(Bokeh.index.all_views()).some(v => v.model.type === 'Figure'
-  && v.model.below.length && v.model.below[0].axis_label === 'RA (deg)')"""
 STEP = re.compile(r"^\s*(\S+): (.+?) \(([\d.]+)s\)\s*$")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def timed_make_run(clone: Path, log: Path) -> dict:
@@ -50,21 +41,19 @@ def timed_make_run(clone: Path, log: Path) -> dict:
     with log.open("w") as out:
         proc = subprocess.Popen(["make", "run", f"PORT={port}"], cwd=clone, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+    def alive() -> None:
+        if proc.poll() is not None:
+            raise SystemExit(f"make run exited with {proc.returncode}; see {log}")
+
     try:
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if proc.poll() is not None:
-                raise SystemExit(f"make run exited with {proc.returncode}; see {log}")
-            time.sleep(0.2)
+        wait_for_port(port, interval=0.2, alive=alive)
         port_s = time.perf_counter() - t0
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1300, "height": 900})
             page.goto(f"http://127.0.0.1:{port}/app", timeout=600_000)
             page.wait_for_function(IDLE, timeout=600_000)
-            page.wait_for_function(SKY_DRAWN, timeout=600_000)
+            page.wait_for_function(JS_SKY_DRAWN, timeout=600_000)
             sky_s = time.perf_counter() - t0
             browser.close()
     finally:

@@ -19,18 +19,6 @@ from app.screenshots import CHROMIUM_ARGS, IDLE, JS_FIGURE_TITLED, serve
 CHROMIUM = os.environ.get("AION_CHROMIUM", "/usr/bin/chromium")
 K = 6
 
-#: Screen position of a data point in the Bokeh figure whose x axis has the given label.
-JS_DATA_TO_SCREEN = """([xlabel, x, y]) => {
-  for (const v of Bokeh.index.all_views()) {
-    if (v.model.type === 'Figure' && v.model.below.length && v.model.below[0].axis_label === xlabel) {
-      const r = v.canvas_view.el.getBoundingClientRect()
-      return [r.left + v.frame.x_scale.compute(x), r.top + v.frame.y_scale.compute(y)]
-    }
-  }
-  return null
-}"""
-
-
 def wait_figure(page, title_part: str, timeout_ms: int = 30_000) -> None:
     """Until a rendered Bokeh figure's title contains the text (titles are drawn on canvas)."""
     page.wait_for_function(JS_FIGURE_TITLED, arg=title_part, timeout=timeout_ms)

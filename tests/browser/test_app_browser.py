@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from app.screenshots import JS_DATA_TO_SCREEN
+
 _spec = importlib.util.spec_from_file_location("browser_helpers", Path(__file__).with_name("conftest.py"))
 helpers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(helpers)
@@ -41,7 +43,7 @@ def test_loads_and_tap_on_sky_selects_object(page, served_app, tiny_mock):
     cat = pd.read_parquet(tiny_mock / "catalog.parquet")
     target = cat.iloc[7]
     page.wait_for_function("() => Bokeh.index.all_views().some(v => v.model.type === 'Figure')", timeout=30_000)
-    xy = page.evaluate(helpers.JS_DATA_TO_SCREEN, ["RA (deg)", float(target["ra"]), float(target["dec"])])
+    xy = page.evaluate(JS_DATA_TO_SCREEN, ["RA (deg)", float(target["ra"]), float(target["dec"])])
     assert xy is not None, "sky figure not found"
     page.mouse.click(*xy)
     wait_selected(page, int(target["object_id"]))
