@@ -28,6 +28,7 @@ from engine.tasks.probes import (
     GALAXY_TARGETS,
     MORPHOLOGY_TARGET,
     STAR_TARGETS,
+    default_seg_epochs,
     probes_dir,
     train_probes,
 )
@@ -51,7 +52,7 @@ def _probe_results(dataset_dir, model_dir, loaded, dataset, *, seed, epochs, max
         same = (cached.get("model_hash") == loaded.hash and cached.get("seed") == seed and cached.get("epochs") == epochs
                 and cached.get("dataset_hash") == dataset.info.get("hash") and cached.get("max_objects") == max_objects
                 and cached.get("max_seg_galaxies") == max_seg_galaxies
-                and cached.get("seg_epochs", max(1, epochs // 2)) == max(1, epochs // 2)
+                and cached.get("seg_epochs", default_seg_epochs(epochs)) == default_seg_epochs(epochs)
                 and set(cached.get("combos", {})) == set(INPUT_COMBOS)  # not `prepare`'s reduced set
                 and cached.get("features") == FEATURE_VERSION)
         if same:

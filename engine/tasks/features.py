@@ -50,6 +50,12 @@ CACHE_FORMAT = 2
 #: What a token's feature is; heads trained on another version cannot be applied (other width).
 FEATURE_VERSION = 2
 FEATURES = "embedding layer + last encoder layer (2 x dim)"
+
+
+def feature_dim(loaded) -> int:
+    """Width of one token's feature: the model's dim for each of the two layers (FEATURE_VERSION 2)."""
+    return 2 * loaded.dim
+
 #: where pretraining runs keep their token tables (``engine.train.pretrain.default_run_dir``)
 RUNS_ROOT = PROJECT_ROOT / "runs"
 
@@ -164,7 +170,7 @@ def _meta_for(loaded, dataset, layout: Layout, object_ids: np.ndarray) -> dict:
         "dataset_hash": dataset.info.get("hash"),
         "keys": list(layout.keys),
         "tokens": layout.total,
-        "dim": 2 * loaded.dim,
+        "dim": feature_dim(loaded),
         "features": FEATURES,
         "count": len(object_ids),
         "ids_digest": ids_hash,
@@ -257,7 +263,7 @@ def build_token_cache(
     folder.mkdir(parents=True, exist_ok=True)
     part_e, part_m, prog_path = folder / "embeddings.partial.npy", folder / "mask.partial.npy", folder / "progress.json"
     done = 0
-    shape = (len(ids), layout.total, 2 * loaded.dim)
+    shape = (len(ids), layout.total, feature_dim(loaded))
     if prog_path.is_file() and part_e.is_file() and part_m.is_file():
         try:
             prog = json.loads(prog_path.read_text())

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from engine.data.store import open_dataset
 from engine.paths import results_dir
-from engine.tasks.features import Layout, combo_keys, embed_objects_canonical, open_token_cache
+from engine.tasks.features import Layout, combo_keys, embed_objects_canonical, feature_dim, open_token_cache
 from engine.tasks.probes import (
     BEST_COMBO,
     DEFAULT_MAX_OBJECTS,
@@ -132,7 +132,7 @@ def cache_predictions(
             if use.any():
                 sub = chunk[use]
                 hit = np.array([int(i) in cached_rows for i in sub])
-                tok = torch.zeros(len(sub), layout.total, 2 * loaded.dim)  # features.encode_canonical: 2 layers
+                tok = torch.zeros(len(sub), layout.total, feature_dim(loaded))
                 msk = torch.ones(len(sub), layout.total, dtype=torch.bool)
                 if hit.any():
                     rows = np.array([cached_rows[int(i)] for i in sub[hit]])

@@ -236,6 +236,11 @@ def head_stem(out_dir: Path, combo: str, name: str) -> Path:
     return Path(out_dir) / "heads" / combo / name
 
 
+def default_seg_epochs(epochs: int) -> int:
+    """The segmentation head's epochs when not given: half the probes' (its images cost more per epoch)."""
+    return max(1, epochs // 2)
+
+
 def train_probes(
     dataset_dir,
     model_dir,
@@ -256,7 +261,7 @@ def train_probes(
     Returns the metrics dict also written to ``<out_dir>/probes.json`` (out_dir defaults to
     ``<results_dir(dataset, model)>/probes``). ``max_objects`` caps the labelled objects used
     (a deterministic subset), which bounds the one-off encoding cost on a CPU. The segmentation
-    head trains ``seg_epochs`` epochs (default ``epochs // 2``) on ``max_seg_galaxies``.
+    head trains ``seg_epochs`` epochs (default :func:`default_seg_epochs`) on ``max_seg_galaxies``.
     """
     from engine.model.fast import enable_fast_attention
     from engine.model.loading import load_model
@@ -270,7 +275,8 @@ def train_probes(
     if len(ids) == 0:
         raise DatasetError(f"{dataset.root}: no labelled galaxies or stars to train probes on")
     config = FitConfig(epochs=epochs, batch_size=batch_size, lr=2e-3, seed=seed, progress=progress)
-    seg_config = FitConfig(epochs=seg_epochs or max(1, epochs // 2), batch_size=32, lr=2e-3, seed=seed, progress=progress)
+    seg_config = FitConfig(epochs=seg_epochs or default_seg_epochs(epochs), batch_size=32, lr=2e-3, seed=seed,
+                           progress=progress)
     t0 = time.time()
     results: dict = {"dataset": dataset.name, "dataset_hash": dataset.info.get("hash"), "model_id": loaded.model_id,
                      "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "max_objects": max_objects,
