@@ -172,7 +172,8 @@ class MultiViewEncoder(Protocol):
     """Several views in one pass (the AION model tokenizes each batch once for all of them).
 
     ``__call__(dataset, object_ids)`` returns ``{view: (vectors, valid)}`` for every view in
-    ``views``; ``dims`` and ``hashes`` are per view (the baseline fits each view separately).
+    ``views``; ``dims`` and ``hashes`` are per view (the baseline fits each view separately); an
+    optional ``poolings`` (per view, default ``mean``) is recorded in each view's metadata.
     """
 
     model_id: str
@@ -189,6 +190,7 @@ class SingleView:
     def __init__(self, encoder: Encoder, view: str):
         self.encoder, self.model_id, self.views = encoder, encoder.model_id, (view,)
         self.dims, self.hashes = {view: int(encoder.dim)}, {view: encoder.model_hash}
+        self.poolings = {view: str(getattr(encoder, "pooling", "mean"))}
 
     def __call__(self, dataset, object_ids):
         return {self.views[0]: self.encoder(dataset, object_ids)}
@@ -202,6 +204,7 @@ class PerViewEncoders:
         self.encoders, self.model_id, self.views = encoders, first.model_id, tuple(encoders)
         self.dims = {v: int(e.dim) for v, e in encoders.items()}
         self.hashes = {v: e.model_hash for v, e in encoders.items()}
+        self.poolings = {v: str(getattr(e, "pooling", "mean")) for v, e in encoders.items()}
 
     def __call__(self, dataset, object_ids):
         return {v: e(dataset, object_ids) for v, e in self.encoders.items()}
@@ -364,7 +367,9 @@ def embed_dataset_views(
     metas: dict[str, dict[str, Any] | None] = dict.fromkeys(views)
     if rank == 0:
         for v in views:
-            metas[v] = _merge(jobs[v], keys[v], Path(view_dirs[v]), dataset, encoder.model_id, v, extra_meta)
+            pooling = getattr(encoder, "poolings", {}).get(v, "mean")  # how the vectors were pooled
+            metas[v] = _merge(jobs[v], keys[v], Path(view_dirs[v]), dataset, encoder.model_id, v,
+                              {**(extra_meta or {}), "pooling": pooling})
             shutil.rmtree(jobs[v], ignore_errors=True)
     if barrier is not None:
         barrier()

@@ -14,6 +14,7 @@ import numpy as np
 from engine.errors import EngineError
 from engine.index.baseline import MODEL_ID as BASELINE_ID
 from engine.index.baseline import PixelPCAEncoder, is_baseline
+from engine.model.pooling import pooling_of, view_dim, view_hash
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,9 @@ class ModelEncoder:
         self.loaded = loaded if loaded is not None else load_model(model, device=device)
         self.view, self.batch_size, self.device = view, batch_size, device
         self.model_id = self.loaded.model_id
-        self.model_hash = self.loaded.hash
-        self.dim = int(self.loaded.dim)
+        self.model_hash = view_hash(self.loaded.hash, view)
+        self.dim = view_dim(int(self.loaded.dim), view)
+        self.pooling = pooling_of(view)
 
     def __call__(self, dataset, object_ids) -> tuple[np.ndarray, np.ndarray]:
         from engine.model.encode import embed_objects
@@ -48,8 +50,9 @@ class ModelViewsEncoder:
         self.loaded = loaded if loaded is not None else load_model(model, device=device)
         self.views, self.batch_size, self.device = tuple(views), batch_size, device
         self.model_id = self.loaded.model_id
-        self.dims = dict.fromkeys(self.views, int(self.loaded.dim))
-        self.hashes = dict.fromkeys(self.views, self.loaded.hash)
+        self.dims = {v: view_dim(int(self.loaded.dim), v) for v in self.views}
+        self.hashes = {v: view_hash(self.loaded.hash, v) for v in self.views}
+        self.poolings = {v: pooling_of(v) for v in self.views}
 
     def __call__(self, dataset, object_ids):
         from engine.model.encode import embed_views
@@ -87,7 +90,8 @@ def open_encoder(model: str | os.PathLike, view: str, *, view_dir: Path | None =
 
 
 def current_model_hash(model: str | os.PathLike, view: str, view_dir: Path) -> str | None:
-    """The model's hash now (cheap: a file hash, no weights loaded); None if it cannot be found."""
+    """The hash an index of ``view`` must record for the model as it is now (cheap: a file hash, no
+    weights loaded; plus the view's pooling, ``engine/model/pooling.py``); None if it cannot be found."""
     if is_baseline(model):
         try:
             return PixelPCAEncoder.load(view_dir, view).model_hash
@@ -96,7 +100,7 @@ def current_model_hash(model: str | os.PathLike, view: str, view_dir: Path) -> s
     try:
         from engine.model.loading import WEIGHTS_FILE, file_hash, resolve_model_dir
 
-        return file_hash(resolve_model_dir(model) / WEIGHTS_FILE)
+        return view_hash(file_hash(resolve_model_dir(model) / WEIGHTS_FILE), view)
     except EngineError as exc:
         log.warning("cannot check the model hash of %r (%s); using the index as built", str(model), exc)
         return None

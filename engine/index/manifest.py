@@ -95,8 +95,8 @@ def write_index_and_manifest(
     view_dir = Path(view_dir)
     emb_meta = read_json(view_dir / EMBEDDINGS_META, "embeddings metadata (run `aion-engine embed` first)")
     space = SearchSpace.identity(int(built.index.d)) if space is None else space
-    if space.dim != built.index.d:
-        raise IndexError_(f"{view_dir}: search space has dim {space.dim}, the index {built.index.d}")
+    if space.out_dim != built.index.d:
+        raise IndexError_(f"{view_dir}: search space maps to dim {space.out_dim}, the index has {built.index.d}")
     space_path = space.save(view_dir)
     index_path = view_dir / INDEX_FILE
     write_with_atomic(index_path, lambda tmp: faiss.write_index(built.index, tmp))

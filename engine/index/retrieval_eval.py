@@ -1,17 +1,17 @@
 """Retrieval quality of embeddings: the AION-1 paper's nDCG@10 protocol and cross-modal recovery.
 
 Class retrieval (paper, Sec. "similarity search"): for every member of a class, rank all other
-galaxies of the view by cosine similarity of their mean embeddings mapped into the view's
-search space (the whitening the Searcher uses; ``search_space.py``), and, for comparison, of
-the raw mean embeddings; relevance = same class;
+galaxies of the view by cosine similarity of their embeddings (pooled as the view prescribes,
+``engine/model/pooling.py``) mapped into the view's search space (the whitening the Searcher
+uses; ``search_space.py``), and, for comparison, of the raw embeddings; relevance = same class;
 nDCG@10 averaged over the queries. Classes on the mock: spirals (Galaxy10 barred/unbarred
 tight/loose spiral), mergers (Galaxy10 "merging") and strong lenses (``truth_is_lens``). The
 chance level is the expected nDCG of a random ranking (prevalence of the class among the
 candidates), reported beside each score.
 
 Cross-modal: for objects with both views, query the target view's embeddings with the source
-view's raw embedding of the same object, both mapped with the *target* view's space (the
-Searcher's rule); top-1 / top-10 = fraction whose own entry ranks first /
+view's embedding of the same object, both in the model's shared (mean-pooled) space and mapped
+with the *target* view's space (the Searcher's rule, ``Searcher.cross_modal``); top-1 / top-10 = fraction whose own entry ranks first /
 in the first ten; chance = 1/N and 10/N.
 """
 
@@ -32,6 +32,7 @@ from engine.index.embeddings import EmbeddingStore
 from engine.index.faiss_build import normalize_rows
 from engine.index.manifest import MANIFEST_FILE, VIEWS, read_json
 from engine.index.search_space import SPACE_FILE, SearchSpace
+from engine.model.pooling import RADIAL_LAYERS, RINGS, shared_part
 
 K = 10
 _SPIRAL_NAMES = ("barred spiral", "unbarred tight spiral", "unbarred loose spiral")
@@ -55,18 +56,29 @@ def ndcg_at_k(relevance: np.ndarray, n_relevant: int, k: int = K) -> float:
     return float((rel * _discounts(k)[: len(rel)]).sum() / ideal) if ideal > 0 else 0.0
 
 
+def query_ndcg(vectors: np.ndarray, labels: np.ndarray, k: int = K) -> np.ndarray:
+    """nDCG@k of each query (each member of the class, in row order); self excluded from its ranking."""
+    labels = np.asarray(labels, bool)
+    n_pos = int(labels.sum())
+    x = normalize_rows(vectors)
+    queries = np.flatnonzero(labels)
+    scores = np.empty(len(queries))
+    for a in range(0, len(queries), 1024):  # bounded memory: 1024 x n similarities at a time
+        q = queries[a : a + 1024]
+        sims = x[q] @ x.T
+        sims[np.arange(len(q)), q] = -np.inf
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        scores[a : a + len(q)] = [ndcg_at_k(labels[t], n_pos - 1, k) for t in top]
+    return scores
+
+
 def class_ndcg(vectors: np.ndarray, labels: np.ndarray, k: int = K) -> dict[str, Any]:
     """Mean nDCG@k over queries = members of the class; self excluded from each ranking."""
     labels = np.asarray(labels, bool)
     n, n_pos = len(labels), int(labels.sum())
     if n_pos < 2 or n < k + 1:
         return {"ndcg10": None, "chance": None, "queries": n_pos, "candidates": n}
-    x = normalize_rows(vectors)
-    queries = np.flatnonzero(labels)
-    sims = x[queries] @ x.T
-    sims[np.arange(len(queries)), queries] = -np.inf
-    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    scores = [ndcg_at_k(labels[t], n_pos - 1, k) for t in top]
+    scores = query_ndcg(vectors, labels, k)
     p = (n_pos - 1) / (n - 1)
     ideal = _discounts(k)[: min(k, n_pos - 1)].sum()
     return {"ndcg10": float(np.mean(scores)), "chance": float(p * _discounts(k).sum() / ideal), "queries": n_pos,
@@ -106,6 +118,39 @@ def view_space(store: EmbeddingStore) -> tuple[SearchSpace, str]:
     return SearchSpace.fit(np.asarray(store.vectors[store.valid_rows], dtype=np.float32)), "fitted for this report"
 
 
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, n_boot: int = 5000, seed: int = 0) -> dict[str, Any]:
+    """Is ``a`` better than ``b`` on the same queries? Mean difference, its 95 % bootstrap interval
+    (queries resampled) and the share of resamples where ``a`` is not ahead."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if len(d) == 0:
+        return {"diff": None, "ci95": None, "p_not_better": None, "queries": 0}
+    boots = d[np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))].mean(axis=1)
+    return {"diff": float(d.mean()), "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
+            "p_not_better": float((boots <= 0).mean()), "queries": int(len(d))}
+
+
+def compare_stores(dataset: Dataset, store: EmbeddingStore, other: EmbeddingStore, k: int = K, *,
+                   space: SearchSpace | None = None, other_space: SearchSpace | None = None) -> dict[str, Any]:
+    """Per class, :func:`paired_bootstrap` of ``store`` against ``other`` over the galaxies both
+    views hold (same queries, same candidates), each in its space (default :func:`view_space`)."""
+    rows = np.flatnonzero(store.valid & other.valid & (dataset.catalog["kind"].to_numpy() == "galaxy"))
+    cat = dataset.catalog.iloc[rows]
+    space = view_space(store)[0] if space is None else space
+    other_space = view_space(other)[0] if other_space is None else other_space
+    x = space.apply(np.asarray(store.vectors[rows], dtype=np.float32))
+    y = other_space.apply(np.asarray(other.vectors[rows], dtype=np.float32))
+    out = {}
+    for name, select in CLASSES.items():
+        try:
+            labels = select(cat)
+        except KeyError:
+            continue
+        if labels.sum() < 2 or len(labels) < k + 1:
+            continue
+        out[name] = paired_bootstrap(query_ndcg(x, labels, k), query_ndcg(y, labels, k))
+    return out
+
+
 def evaluate_store(dataset: Dataset, store: EmbeddingStore, k: int = K, *,
                    space: SearchSpace | None = None) -> dict[str, Any]:
     """Class nDCG@k for each mock class the catalog has truth for, among the view's galaxies,
@@ -143,13 +188,16 @@ def evaluate(
     """Retrieval report for ``model`` (and the baseline, if its views were embedded) over the views present.
 
     ``views`` / ``baseline`` / ``cross_modal`` are scored in each view's search space;
-    ``views_raw`` / ``baseline_raw`` / ``cross_modal_raw`` with raw mean embeddings, as before
+    ``views_raw`` / ``baseline_raw`` / ``cross_modal_raw`` with raw embeddings, as before
     search spaces existed; ``search_space`` says which space each view used.
+    ``versus_baseline`` / ``versus_baseline_raw``: per view and class, the model (in its space)
+    minus the baseline (in its space / raw) on the same queries, with a 95 % bootstrap interval.
     """
     ds = dataset_dir if isinstance(dataset_dir, Dataset) else open_dataset(dataset_dir)
     report: dict[str, Any] = {"dataset": ds.name, "model": paths.model_id_of(model), "k": k, "views": {},
                               "baseline": {}, "cross_modal": {}, "views_raw": {}, "baseline_raw": {},
-                              "cross_modal_raw": {}, "search_space": {}}
+                              "cross_modal_raw": {}, "search_space": {}, "versus_baseline": {},
+                              "versus_baseline_raw": {}}
     stores: dict[str, EmbeddingStore] = {}
     spaces: dict[str, SearchSpace] = {}
     for view in views:
@@ -161,16 +209,36 @@ def evaluate(
         if baseline is not None:
             bdir = paths.view_dir(ds.name, baseline, view)
             if (bdir / "embeddings.npy").is_file():
-                report["baseline"][view], report["baseline_raw"][view], _, info = _both_ways(
-                    ds, EmbeddingStore.open(bdir), k)
+                bstore = EmbeddingStore.open(bdir)
+                report["baseline"][view], report["baseline_raw"][view], bspace, info = _both_ways(ds, bstore, k)
                 report["search_space"][f"{baseline}/{view}"] = info
+                if view in stores:  # is the model ahead of the baseline beyond query-sampling noise?
+                    report["versus_baseline"][view] = compare_stores(ds, stores[view], bstore, k, space=spaces[view],
+                                                                     other_space=bspace)
+                    report["versus_baseline_raw"][view] = compare_stores(
+                        ds, stores[view], bstore, k, space=spaces[view], other_space=SearchSpace.identity(bstore.dim))
     from engine.index.baseline import is_baseline
 
     for src, dst in cross if not is_baseline(model) else ():  # the baseline's views are unrelated spaces
-        if src in stores and dst in stores and stores[src].dim == stores[dst].dim:
+        if src in stores and dst in stores:
             both = np.flatnonzero(stores[src].valid & stores[dst].valid)
-            q = np.asarray(stores[src].vectors[both], dtype=np.float32)
-            t = np.asarray(stores[dst].vectors[both], dtype=np.float32)
-            report["cross_modal"][f"{src}->{dst}"] = cross_modal(spaces[dst].apply(q), spaces[dst].apply(t), k)
+            q, t = _shared(stores[src], src, both), _shared(stores[dst], dst, both)
+            if q.shape[1] != t.shape[1]:
+                continue
+            space = spaces[dst] if _pooling(stores[dst]) == "mean" else SearchSpace.fit(
+                _shared(stores[dst], dst, stores[dst].valid_rows))  # the Searcher's rule (cross_modal)
+            report["cross_modal"][f"{src}->{dst}"] = cross_modal(space.apply(q), space.apply(t), k)
             report["cross_modal_raw"][f"{src}->{dst}"] = cross_modal(q, t, k)
     return report
+
+
+def _pooling(store: EmbeddingStore) -> str:
+    return str(store.meta.get("pooling", "mean"))
+
+
+def _shared(store: EmbeddingStore, view: str, rows: np.ndarray) -> np.ndarray:
+    """Rows of a model view in the model's shared (mean-pooled) space (``pooling.shared_part``)."""
+    vectors = np.asarray(store.vectors[rows], dtype=np.float32)
+    if _pooling(store) == "mean":
+        return vectors
+    return shared_part(vectors, view, store.dim // (RINGS * RADIAL_LAYERS))

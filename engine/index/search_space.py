@@ -41,6 +41,10 @@ METHODS: tuple[str, ...] = ("whiten", "centre", "identity")
 RTOL = 1e-6
 #: Whitening needs this many rows per dimension to estimate the covariance usefully.
 MIN_ROWS_PER_DIM = 4
+#: Whitening keeps at most this many leading axes, so the index stays compact for wide vectors (the
+#: image view's radial profile has thousands of coordinates; on the default mock its first 256
+#: axes ranked as well as or better than more, ``docs/index.md``). Views no wider lose nothing.
+MAX_AXES = 256
 #: Fit on at most this many rows (seeded sample): enough for a 768-d covariance, bounded memory.
 FIT_MAX_ROWS = 50_000
 _APPLY_CHUNK = 16_384
@@ -48,10 +52,13 @@ _APPLY_CHUNK = 16_384
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """``apply(x) = (x - mean) @ projection``; rows are *not* normalised (callers normalise)."""
+    """``apply(x) = (x - mean) @ projection``; rows are *not* normalised (callers normalise).
+
+    ``projection`` is (dim, out_dim): square except when whitening truncated a wide view to its
+    ``MAX_AXES`` leading axes; the index holds ``out_dim``-long vectors."""
 
     mean: np.ndarray  # (dim,) float64
-    projection: np.ndarray  # (dim, dim) float64; zero columns for dropped axes
+    projection: np.ndarray  # (dim, out_dim) float64; zero columns for dropped axes
     method: str
     n_fit: int = 0
     axes: int = 0  # principal axes kept (whiten), else dim
@@ -60,15 +67,22 @@ class SearchSpace:
         if self.method not in METHODS:
             raise IndexError_(f"search space method {self.method!r} unknown; accepted: {', '.join(METHODS)}")
         d = self.mean.shape[0] if self.mean.ndim == 1 else -1
-        if self.mean.ndim != 1 or self.projection.shape != (d, d):
-            raise IndexError_(f"search space needs mean (dim,) and projection (dim, dim), got "
+        if self.mean.ndim != 1 or self.projection.ndim != 2 or self.projection.shape[0] != d \
+                or not 1 <= self.projection.shape[1] <= d:
+            raise IndexError_(f"search space needs mean (dim,) and projection (dim, k <= dim), got "
                               f"{self.mean.shape!r} and {self.projection.shape!r}")
         if not (np.isfinite(self.mean).all() and np.isfinite(self.projection).all()):
             raise IndexError_("search space mean or projection is not finite")
 
     @property
     def dim(self) -> int:
+        """Length of the raw embeddings it applies to."""
         return int(self.mean.shape[0])
+
+    @property
+    def out_dim(self) -> int:
+        """Length of the vectors it produces (the index's dimension)."""
+        return int(self.projection.shape[1])
 
     # --- construction ------------------------------------------------------------------
 
@@ -79,11 +93,12 @@ class SearchSpace:
 
     @classmethod
     def fit(cls, x: np.ndarray, *, min_rows_per_dim: int = MIN_ROWS_PER_DIM, rtol: float = RTOL,
-            max_rows: int = FIT_MAX_ROWS, seed: int = 0) -> SearchSpace:
+            max_rows: int = FIT_MAX_ROWS, seed: int = 0, max_axes: int = MAX_AXES) -> SearchSpace:
         """Fit on the valid rows ``x`` (n, dim) with a float64 SVD of the centred rows.
 
         Whitened coordinates are scaled to unit variance (divided by s / sqrt(n - 1)), so the
-        covariance of the transformed fit rows is the identity on the kept axes.
+        covariance of the transformed fit rows is the identity on the kept axes; at most
+        ``max_axes`` leading axes are kept, and whitening needs ``min_rows_per_dim`` rows per kept axis.
         """
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] == 0:
@@ -99,13 +114,15 @@ class SearchSpace:
         centred = x - mean
         if n_fit < 2 or not np.abs(centred).max(initial=0.0) > 0:
             return cls.identity(d, n_fit)
-        if n_fit < min_rows_per_dim * d:
+        k = min(d, max_axes)
+        if n_fit < min_rows_per_dim * k:
             return cls(mean, np.eye(d), "centre", n_fit, d)
         _, s, vt = np.linalg.svd(centred, full_matrices=False)
+        s, vt = s[:k], vt[:k]
         keep = s > rtol * s[0]
         scale = np.zeros_like(s)
         scale[keep] = np.sqrt(n_fit - 1) / s[keep]
-        projection = np.zeros((d, d))
+        projection = np.zeros((d, k))
         projection[:, : len(s)] = vt.T * scale
         return cls(mean, projection, "whiten", n_fit, int(keep.sum()))
 
@@ -116,7 +133,7 @@ class SearchSpace:
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise IndexError_(f"search space of dim {self.dim} cannot apply to vectors of shape {x.shape!r}")
-        out = np.empty(x.shape, np.float32)
+        out = np.empty((len(x), self.out_dim), np.float32)
         for a in range(0, len(x), _APPLY_CHUNK):
             out[a : a + _APPLY_CHUNK] = (x[a : a + _APPLY_CHUNK].astype(np.float64) - self.mean) @ self.projection
         return out
@@ -124,7 +141,7 @@ class SearchSpace:
     def describe(self) -> dict[str, object]:
         """What the manifest records about the space (besides its file and checksum)."""
         return {"version": SPACE_VERSION, "method": self.method, "n_fit": int(self.n_fit), "axes": int(self.axes),
-                "dim": self.dim}
+                "dim": self.dim, "out_dim": self.out_dim}
 
     # --- persistence (safetensors: nothing is unpickled) -------------------------------
 

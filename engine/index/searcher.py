@@ -8,6 +8,8 @@ the FAISS call itself is serialised (batched FAISS search must not run from seve
 Everything is compared in the view's search space (``search_space.py``, fitted when the index
 was built): indexed vectors are stored mapped and normalised, new data and cross-modal queries
 are mapped with the same space before normalising, so scores are cosines in that space.
+Cross-modal queries use the model's shared space (the mean-pooled encoder output, which the
+image view's radial vectors contain, ``engine/model/pooling.py``).
 
 Filters keep ``k`` results: when the allowed subset is small, search it exactly (a matmul
 over those rows); otherwise oversample the index by 1/selectivity and post-filter, widening
@@ -35,6 +37,7 @@ from engine.index import faiss_build as fb
 from engine.index.embeddings import EmbeddingStore
 from engine.index.manifest import INDEX_FILE, MANIFEST_FILE, check_manifest, read_json, rebuild_command
 from engine.index.search_space import SearchSpace
+from engine.model.pooling import RADIAL_LAYERS, RINGS, base_hash, shared_part
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,7 @@ class Searcher:
         self._lock = threading.Lock()
         self._encoder = None
         self._encoder_lock = threading.Lock()
+        self._shared_space: tuple[np.ndarray, SearchSpace] | None = None
         cat = dataset.catalog
         self._ids = cat["object_id"].to_numpy()
         self._ra = cat["ra"].to_numpy(dtype=np.float64)
@@ -116,15 +120,15 @@ class Searcher:
             index = faiss.read_index(str(vdir / INDEX_FILE))
         except RuntimeError as exc:
             raise IndexError_(f"{vdir / INDEX_FILE}: cannot read ({str(exc).splitlines()[0]}); rebuild with: {rebuild}") from exc
-        if index.ntotal != int(store.valid.sum()) or index.d != store.dim:
-            raise IndexError_(f"{vdir / INDEX_FILE}: holds {index.ntotal}x{index.d}, embeddings have "
-                              f"{int(store.valid.sum())}x{store.dim} valid; rebuild with: {rebuild}")
         try:
             space = SearchSpace.load(vdir)
         except IndexError_ as exc:
             raise IndexError_(f"{exc}; rebuild with: {rebuild}") from exc
         if space.dim != store.dim:
             raise IndexError_(f"{vdir}: search space has dim {space.dim}, embeddings {store.dim}; rebuild with: {rebuild}")
+        if index.ntotal != int(store.valid.sum()) or index.d != space.out_dim:
+            raise IndexError_(f"{vdir / INDEX_FILE}: holds {index.ntotal}x{index.d}, embeddings have "
+                              f"{int(store.valid.sum())} valid rows mapped to dim {space.out_dim}; rebuild with: {rebuild}")
         return cls(dataset, store, index, manifest, model=str(model), view=view, view_dir=vdir, space=space)
 
     # --- properties ------------------------------------------------------------------
@@ -154,8 +158,7 @@ class Searcher:
         return row
 
     def raw_vector_of(self, object_id: int) -> np.ndarray:
-        """The stored (mean-pooled, unmapped) embedding of an object, float32: what another view's
-        space is applied to in cross-modal search."""
+        """The stored (pooled, unmapped) embedding of an object, float32."""
         return np.asarray(self.store.vectors[self._row_of(object_id)], dtype=np.float32)
 
     def vector_of(self, object_id: int) -> np.ndarray:
@@ -326,19 +329,66 @@ class Searcher:
         """Objects most similar to new data (a FITS cutout or spectrum), encoded on the fly."""
         return self.search_vector(self.encode_file(path), k, **filters)
 
-    def cross_modal(self, source: Searcher, object_id: int, k: int = 10, **filters) -> list[Hit]:
+    @property
+    def pooling(self) -> str:
+        """How this view's vectors were pooled (``mean`` or ``radial``), as recorded when they were embedded."""
+        return str(self.store.meta.get("pooling", "mean"))
+
+    def shared_vector_of(self, object_id: int) -> np.ndarray:
+        """The object's mean-pooled encoder embedding (the model's shared space across views):
+        its stored vector for mean-pooled views, recovered from the annuli for the radial image view."""
+        raw = self.raw_vector_of(object_id)[None]
+        if self.pooling == "mean":
+            return raw[0]
+        return shared_part(raw, self.view, self.store.dim // (RINGS * RADIAL_LAYERS))[0]
+
+    def _shared_targets(self) -> tuple[np.ndarray, SearchSpace]:
+        """Unit shared-space vectors of every indexed object (index order) and the space they were
+        mapped with (fitted on them): the cross-modal target set of a view that is not mean-pooled."""
+        with self._lock:
+            if self._shared_space is None:
+                model_dim = self.store.dim // (RINGS * RADIAL_LAYERS)
+                shared = np.concatenate([shared_part(self.store.vectors[self._rows[a : a + 65_536]], self.view, model_dim)
+                                         for a in range(0, len(self._rows), 65_536)])
+                space = SearchSpace.fit(shared)
+                self._shared_space = (fb.normalize_rows(space.apply(shared)), space)
+            return self._shared_space
+
+    def cross_modal(self, source: Searcher, object_id: int, k: int = 10, *,
+                    kinds: Iterable[str] | None = None, z_range: tuple[float, float] | None = None,
+                    ranges: Mapping[str, tuple[float, float]] | None = None) -> list[Hit]:
         """Query this index with ``object_id``'s embedding from another view (e.g. image -> spectrum).
 
-        Both views must come from the same model (one shared embedding space). The source
-        view's *raw* embedding is mapped with *this* (target) view's search space, the space
-        the results live in. The object itself is *not* excluded: finding it is the point.
+        Both views must come from the same model (one shared embedding space); the source's
+        :meth:`shared_vector_of` is the query. Into a mean-pooled view it is mapped with *this*
+        (target) view's search space and searched in the index; into the radial image view it is
+        compared exactly with the targets' shared vectors (mapped with a space fitted on them).
+        The object itself is *not* excluded: finding it is the point.
         """
-        if source.manifest["model_hash"] != self.manifest["model_hash"] or source.dim != self.dim:
+        if k < 1:
+            raise ValidationError(f"k must be >= 1, got {k!r}")
+        if source.manifest.get("baseline") or self.manifest.get("baseline") or \
+                base_hash(source.manifest["model_hash"]) != base_hash(self.manifest["model_hash"]):
             raise ValidationError(
-                f"cross-modal search needs one model's shared space: {source.view!r} is {source.manifest['model_id']!r} "
-                f"dim {source.dim}, {self.view!r} is {self.manifest['model_id']!r} dim {self.dim}"
+                f"cross-modal search needs one model's shared space: {source.view!r} is {source.manifest['model_id']!r}, "
+                f"{self.view!r} is {self.manifest['model_id']!r}"
             )
-        return self.search_vector(self.to_space(source.raw_vector_of(object_id)), k, **filters)
+        q = source.shared_vector_of(object_id)
+        if self.pooling == "mean":
+            if q.shape[0] != self.space.dim:
+                raise ValidationError(f"{source.view!r} shared vector has dim {q.shape[0]}, {self.view!r} "
+                                      f"vectors {self.space.dim}")
+            return self.search_vector(self.to_space(q), k, kinds=kinds, z_range=z_range, ranges=ranges)
+        targets, space = self._shared_targets()
+        if q.shape[0] != space.dim:
+            raise ValidationError(f"{source.view!r} shared vector has dim {q.shape[0]}, {self.view!r} shared "
+                                  f"vectors {space.dim}")
+        qv = fb.normalize_rows(space.apply(q[None]))[0]
+        row_mask = self.allowed_rows(kinds=kinds, z_range=z_range, ranges=ranges)
+        positions = np.arange(self.count) if row_mask is None else np.flatnonzero(row_mask[self._rows])
+        scores = targets[positions] @ qv
+        top = np.argsort(-scores, kind="stable")[:k]
+        return self._hits(scores[top], positions[top])
 
     def feedback_vector(self, positive: Sequence[int], negative: Sequence[int] = (), *,
                         query: np.ndarray | None = None, alpha: float = ROCCHIO["alpha"],

@@ -9,7 +9,8 @@ vectors without spending compute on hidden tokens and lets GPU kernels skip mask
 
 Pooling: ``mean`` over the object's valid tokens of the official encoder output (the
 ``decoder_proj_context(x) + emb`` context that ``AION.encode`` returns), as in the AION-1
-retrieval experiments.
+retrieval experiments; the image *view* is a radial profile of its tokens instead
+(``engine/model/pooling.py``, :func:`radial_embedding`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from engine.errors import ModelError
 from engine.model.fast import enable_fast_attention
 from engine.model.modalities import load_modalities, select_rows, spec, view_token_keys
+from engine.model.pooling import pooling_of, radial_profile, view_dim
 
 POOLINGS = ("mean", "none")
 
@@ -103,6 +105,20 @@ def encode_tokens(
         return out
     weights = valid.to(out.dtype)[..., None]
     return (out * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def radial_embedding(model, key: str, ids: torch.Tensor, *, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Radial-profile vectors (B, RINGS * 2 * dim) of one image modality's token grids (B, n),
+    every token visible: the annulus means of the input embedding and the last encoder layer."""
+    device = _device_of(model)
+    ids = torch.as_tensor(ids).to(device=device, dtype=torch.long)
+    n = ids.shape[1]
+    with torch.inference_mode(), _autocast(device, dtype):
+        enc_tokens, enc_emb, enc_mask, _ = model.embed_inputs({key: ids}, mask=None, num_encoder_tokens=n)
+        out = model._encode(enc_tokens, enc_emb, enc_mask)
+    n_reg = int(getattr(model, "num_register_tokens", 0) or 0)
+    both = torch.cat([enc_tokens[:, :n].float(), out[:, n_reg : n_reg + n].float()], dim=-1)
+    return radial_profile(both)
 
 
 # --- objects of a dataset ------------------------------------------------------------------
@@ -214,7 +230,8 @@ def embed_objects(
     dtype: torch.dtype | None = None,
     token_table=None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean-pooled embeddings of ``object_ids`` under ``view``: ``(emb (n, dim) float32, valid (n,) bool)``.
+    """Embeddings of ``object_ids`` under ``view``: ``(emb (n, view_dim) float32, valid (n,) bool)``,
+    pooled as the view prescribes (``engine/model/pooling.py``: mean, or radial for the image view).
 
     ``valid`` is False where an object has none of the view's modalities; those rows are zero.
     Runs the SDPA fast path (patched in place on ``loaded.model``), bf16 autocast on GPU.
@@ -249,7 +266,7 @@ def embed_views(
     device = _prepare(loaded, device)
     source = TokenSource(token_table) if token_table is not None else None
     out = {
-        view: (np.zeros((len(ids), loaded.dim), dtype=np.float32), np.zeros(len(ids), dtype=bool))
+        view: (np.zeros((len(ids), view_dim(loaded.dim, view)), dtype=np.float32), np.zeros(len(ids), dtype=bool))
         for view in views
     }
     # Visit objects sorted by which modalities they have, so a batch splits into few, large
@@ -263,6 +280,15 @@ def embed_views(
             for view, vkeys in view_keys.items():
                 emb, valid = out[view]
                 present = present_all[:, [keys.index(k) for k in vkeys]]
+                if pooling_of(view) == "radial":  # the first image survey the object has, alone
+                    first = np.where(present.any(axis=1), present.argmax(axis=1), -1)
+                    for c in np.unique(first[first >= 0]):
+                        rows = np.flatnonzero(first == c)
+                        key = vkeys[c]
+                        idx = torch.as_tensor(rows, device=tokens[key].device)
+                        emb[where[rows]] = radial_embedding(loaded.model, key, tokens[key][idx], dtype=dtype).cpu().numpy()
+                        valid[where[rows]] = True
+                    continue
                 for rows, cols in _groups(present):
                     idx = torch.as_tensor(rows, device=tokens[vkeys[0]].device)
                     sub = {vkeys[c]: tokens[vkeys[c]][idx] for c in cols}

@@ -13,6 +13,7 @@ from engine.errors import IndexError_
 from engine.index.embeddings import EmbeddingStore
 from engine.index.pipeline import build_view_index, embed_view
 from engine.index.searcher import Searcher
+from engine.model.pooling import RADIAL_LAYERS, RINGS, shared_part, view_dim
 
 KEYS = ("tok_image", "tok_spectrum_desi")
 
@@ -49,7 +50,7 @@ def model_views(index_dataset, tiny_model, tmp_path_factory):
 def test_model_embeddings_and_search(index_dataset, tiny_model, model_views):
     ds = open_dataset(index_dataset)
     store = EmbeddingStore.open(model_views / "image")
-    assert store.dim == 32 and store.meta["model_id"] == "tiny-aion"
+    assert store.dim == view_dim(32, "image") == 32 * RINGS * RADIAL_LAYERS and store.meta["model_id"] == "tiny-aion"
     np.testing.assert_array_equal(store.valid, ds.catalog["has_image_ls"].to_numpy())
     assert np.isfinite(store.vectors).all() and not np.abs(store.vectors[~store.valid]).any()
     s = Searcher.open(ds, tiny_model, "image", view_dir=model_views / "image")  # model hash checked from the folder
@@ -64,7 +65,11 @@ def test_model_cross_modal_and_fits_twin(index_dataset, tiny_model, model_views,
     ds = open_dataset(index_dataset)
     img = Searcher.open(ds, tiny_model, "image", view_dir=model_views / "image")
     spec = Searcher.open(ds, tiny_model, "spectrum", view_dir=model_views / "spectrum")
-    assert len(spec.cross_modal(img, int(ds.ids[0]), 5)) == 5  # one model: one space, dims agree
+    assert len(spec.cross_modal(img, int(ds.ids[0]), 5)) == 5  # one model: one shared space
+    back = img.cross_modal(spec, int(ds.ids[0]), 5)  # into the radial image view: exact, in its shared space
+    assert len(back) == 5 and len({h.object_id for h in back}) == 5
+    assert [h.score for h in back] == sorted((h.score for h in back), reverse=True)
+    assert all(h.kind == "galaxy" for h in img.cross_modal(spec, int(ds.ids[0]), 5, kinds=["galaxy"]))
     oid = int(ds.ids[9])
     row = ds.read("image_ls", [oid])
     path = tmp_path / "cutout.fits"
@@ -85,3 +90,19 @@ def test_changed_model_weights_make_the_index_stale(index_dataset, tiny_model, t
     shutil.copy(tmp_path / "retrained" / "model.safetensors", model / "model.safetensors")
     with pytest.raises(IndexError_, match="model hash .* at build, .* now.*rebuild with: aion-engine embed"):
         Searcher.open(index_dataset, model, "image", view_dir=tmp_path / "v")
+
+
+def test_radial_image_vectors_contain_the_mean_embedding(index_dataset, tiny_model, model_views):
+    """The annuli's token-weighted last layer is exactly the mean-pooled encoder output of the
+    object's Legacy Survey image tokens (what cross-modal search compares)."""
+    from engine.model.encode import encode_tokens, tokenize_batch
+    from engine.model.loading import load_model
+
+    ds = open_dataset(index_dataset)
+    store = EmbeddingStore.open(model_views / "image")
+    loaded = load_model(tiny_model)
+    ids = ds.ids[store.valid][:6]
+    tokens, _ = tokenize_batch(loaded, ds, ids, ["tok_image"])
+    mean = encode_tokens(loaded.model, {"tok_image": tokens["tok_image"]}, "mean").numpy()
+    shared = shared_part(np.asarray(store.vectors[ds.rows(ids)], np.float32), "image", 32)
+    np.testing.assert_allclose(shared, mean, atol=2e-2 * np.abs(mean).max())  # float16 storage

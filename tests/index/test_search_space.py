@@ -59,6 +59,25 @@ def test_degenerate_axis_is_dropped_not_blown_up():
     np.testing.assert_allclose(space.apply(q), space.apply(x[:1]), atol=1e-3)
 
 
+def test_wide_vectors_keep_only_the_leading_axes(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 40)) * np.linspace(5, 0.5, 40)  # spread falls along the axes
+    space = SearchSpace.fit(x, max_axes=12)
+    assert space.method == "whiten" and (space.dim, space.out_dim, space.axes) == (40, 12, 12)
+    z = space.apply(x)
+    assert z.shape == (400, 12)
+    np.testing.assert_allclose(np.cov(z, rowvar=False), np.eye(12), atol=1e-3)
+    # the kept axes are the widest: they carry the first coordinates' variance
+    assert np.abs(space.projection[:6]).sum() > np.abs(space.projection[-6:]).sum()
+    space.save(tmp_path)
+    back = SearchSpace.load(tmp_path)
+    assert back.out_dim == 12 and back.describe()["out_dim"] == 12
+    np.testing.assert_allclose(back.apply(x), z, atol=1e-5)
+    # rows are counted per kept axis: 50 rows whiten 12 axes of 40-d vectors, 40 rows only centre
+    assert SearchSpace.fit(x[:50], max_axes=12).method == "whiten"
+    assert SearchSpace.fit(x[:40], max_axes=12).method == "centre"
+
+
 def test_few_rows_only_centre_and_single_row_is_identity():
     x = _anisotropic(n=20)  # fewer than 4 rows per dimension: whitening would flatten all cosines
     space = SearchSpace.fit(x)

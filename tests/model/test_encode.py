@@ -19,6 +19,7 @@ from engine.model.encode import (
 from engine.model.fast import disable_fast_attention, enable_fast_attention, is_fast
 from engine.model.loading import build_model, load_model
 from engine.model.modalities import spec
+from engine.model.pooling import shared_part, view_dim
 
 
 def _random_tokens(keys, batch, seed=0):
@@ -101,10 +102,33 @@ def test_embed_objects_views_and_validity(tiny_model_dir, model_dataset, tiny_pr
     }
     for view, want in expected_valid.items():
         emb, valid = embed_objects(loaded, ds, ids, view, batch_size=5, progress=False)
-        assert emb.shape == (12, tiny_preset.dim) and emb.dtype == np.float32
+        assert emb.shape == (12, view_dim(tiny_preset.dim, view)) and emb.dtype == np.float32
         np.testing.assert_array_equal(valid, want, err_msg=view)
         assert np.all(emb[~valid] == 0) and np.all(np.abs(emb[valid]).sum(1) > 0)
         assert np.isfinite(emb).all()
+
+
+def test_image_view_is_the_radial_profile_of_the_image_tokens(tiny_model_dir, model_dataset):
+    """Each annulus holds the mean of its tokens' input embedding and last-layer output."""
+    from engine.model.pooling import RINGS, ring_of_token
+
+    loaded = load_model(tiny_model_dir)
+    ds = open_dataset(model_dataset)
+    ids = ds.ids[:3]
+    emb, valid = embed_objects(loaded, ds, ids, "image", progress=False)
+    tokens, _ = tokenize_batch(loaded, ds, ids, ["tok_image"])
+    with torch.no_grad():
+        enc_tokens, enc_emb, enc_mask, _ = loaded.model.embed_inputs(tokens, mask=None, num_encoder_tokens=576)
+        out = loaded.model._encode(enc_tokens, enc_emb, enc_mask)
+    ring = ring_of_token(576)
+    assert ring.min() == 0 and ring.max() == RINGS - 1 and ring[0] == RINGS - 1  # a corner
+    assert ring[11 * 24 + 11] == 0 and ring[11 * 24 + 23] == 11  # centre; middle of the right edge
+    d = loaded.dim
+    profile = emb.reshape(3, RINGS, 2, d)
+    for r in (0, 5, RINGS - 1):
+        np.testing.assert_allclose(profile[:, r, 0], enc_tokens[:, ring == r].mean(1).numpy(), atol=1e-5)
+        np.testing.assert_allclose(profile[:, r, 1], out[:, ring == r].mean(1).numpy(), atol=1e-5)
+    assert valid.all()
 
 
 def test_embed_objects_matches_official_encode_per_object(tiny_model_dir, model_dataset):
@@ -255,8 +279,8 @@ def test_embed_modalities_matches_dataset_embeddings(tiny_model_dir, model_datas
     mods = load_modalities(ds, ids, ["tok_image", "tok_spectrum_desi"])
     live = embed_modalities(loaded, {k: select_rows(m, np.arange(3)) for k, (m, _) in mods.items()})
     image_only = embed_modalities(loaded, {"tok_image": mods["tok_image"][0]})
-    emb, _ = embed_objects(loaded, ds, ids, "image", progress=False)
-    np.testing.assert_allclose(image_only, emb, atol=1e-5)
+    emb, _ = embed_objects(loaded, ds, ids, "image", progress=False)  # the radial profile holds the mean
+    np.testing.assert_allclose(image_only, shared_part(emb, "image", loaded.dim), atol=1e-5)
     assert live.shape == (3, loaded.dim) and not np.allclose(live, image_only)
     with pytest.raises(ModelError, match="does not take \\['tok_image_hsc'\\]"):
         embed_modalities(loaded, {"tok_image_hsc": mods["tok_image"][0]})
