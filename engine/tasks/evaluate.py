@@ -26,6 +26,7 @@ from engine.tasks.features import FEATURE_VERSION, INPUT_COMBOS
 from engine.tasks.probes import (
     DEFAULT_MAX_OBJECTS,
     GALAXY_TARGETS,
+    HEADS_VERSION,
     MORPHOLOGY_TARGET,
     STAR_TARGETS,
     default_seg_epochs,
@@ -54,7 +55,7 @@ def _probe_results(dataset_dir, model_dir, loaded, dataset, *, seed, epochs, max
                 and cached.get("max_seg_galaxies") == max_seg_galaxies
                 and cached.get("seg_epochs", default_seg_epochs(epochs)) == default_seg_epochs(epochs)
                 and set(cached.get("combos", {})) == set(INPUT_COMBOS)  # not `prepare`'s reduced set
-                and cached.get("features") == FEATURE_VERSION)
+                and cached.get("features") == FEATURE_VERSION and cached.get("heads") == HEADS_VERSION)
         if same:
             return cached
     return train_probes(dataset_dir, model_dir, seed=seed, epochs=epochs, progress=progress, max_objects=max_objects,

@@ -16,6 +16,7 @@ safetensors + JSON under ``<results_dir>/probes/heads/<combo>/``; metrics go to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -41,7 +42,7 @@ from engine.tasks.features import (
     tokenize_many,
 )
 from engine.tasks.fitting import FitConfig, fit, load_head, masked_mse, predict, save_head
-from engine.tasks.heads import MorphologyProbe, PropertyProbe, SegmentationHead
+from engine.tasks.heads import MorphologyProbe, PropertyProbe, RadialMorphologyProbe, SegmentationHead
 from engine.tasks.splits import is_held_out, unit_hash, validation_ids
 
 GALAXY_TARGETS: tuple[str, ...] = ("truth_z", "truth_log_mstar", "truth_ssfr")
@@ -56,6 +57,9 @@ BEST_COMBO = "photometry+image+spectrum"
 #: the segmentation head reads the image tokens of this combination's encoder pass
 SEGMENTATION_COMBO = "photometry+image"
 DEFAULT_EPOCHS = 30
+#: Version of the heads' architectures; heads saved under another one count as missing (retrained).
+#: 2: the morphology head reads the radial profile of the image tokens (``RadialMorphologyProbe``).
+HEADS_VERSION = 2
 #: labelled objects used by default (a deterministic subset): bounds the one-off encoding on a CPU
 DEFAULT_MAX_OBJECTS = 3000
 
@@ -171,7 +175,16 @@ def _fit_morphology(cache, catalog, ids, seed, config, desc):
     fit_r, val_r, test_r = split
     tok, msk = _tensor(cache, cache.rows(ids_k))
     n_classes = len(schema.MORPHOLOGY_CLASSES)
-    module = MorphologyProbe(tok.shape[-1], n_classes)
+    shape = {"dim": int(tok.shape[-1]), "n_classes": n_classes}
+    if "tok_image" in cache.layout.keys:  # where the light sits: the image tokens' radial profile
+        sl = cache.layout.slice_of("tok_image")
+        shape |= {"pooling": "radial", "image_slice": [int(sl.start), int(sl.stop)], "hidden": 512, "dropout": 0.5}
+        config = dataclasses.replace(config, lr=1e-3)
+    else:
+        shape |= {"pooling": "mean", "hidden": 256}
+    module = build_head({"head": "morphology", **shape})
+    if isinstance(module, RadialMorphologyProbe):
+        module.standardize_on(tok[fit_r], msk[fit_r])
     yt = torch.from_numpy(y)
     history = fit(module, (tok[fit_r], msk[fit_r]), yt[fit_r], (tok[val_r], msk[val_r]), yt[val_r],
                   nn.functional.cross_entropy, config, desc=desc)
@@ -180,8 +193,7 @@ def _fit_morphology(cache, catalog, ids, seed, config, desc):
     cm = metrics.confusion_matrix(y[test_r], pred, n_classes)
     scores = {"accuracy": metrics.accuracy(y[test_r], pred), "n_train": len(fit_r), "n_test": len(test_r),
               "confusion": cm.tolist()}
-    meta = {"head": "morphology", "dim": int(tok.shape[-1]), "n_classes": n_classes, "hidden": 256,
-            "classes": list(schema.MORPHOLOGY_CLASSES), "keys": list(cache.layout.keys), "metrics": scores,
+    meta = {"head": "morphology", **shape, "classes": list(schema.MORPHOLOGY_CLASSES), "keys": list(cache.layout.keys), "metrics": scores,
             "best_epoch": history["best_epoch"], "seed": seed}
     frame = pd.DataFrame({"object_id": ids_k[test_r], "target": MORPHOLOGY_TARGET, "true": y[test_r].astype(float),
                           "pred": pred.astype(float)})
@@ -221,10 +233,18 @@ def _fit_segmentation(cache, dataset, ids, seed, config, desc, max_galaxies: int
     return head, meta, examples
 
 
+def _stamp(meta: dict, combo: str, model_hash: str) -> None:
+    """What :func:`load_heads` checks before applying a saved head: its inputs, encoder and versions."""
+    meta.update(combo=combo, model_hash=model_hash, features=FEATURE_VERSION, heads=HEADS_VERSION)
+
+
 def build_head(meta: dict) -> nn.Module:
     """Rebuild a saved head from its JSON config (used by :func:`engine.tasks.fitting.load_head`)."""
     if meta["head"] == "property":
         return PropertyProbe(meta["dim"], meta["n_targets"], meta["hidden"], meta["num_heads"])
+    if meta["head"] == "morphology" and meta.get("pooling", "mean") == "radial":
+        return RadialMorphologyProbe(meta["dim"], meta["n_classes"], tuple(meta["image_slice"]), meta["hidden"],
+                                     meta["dropout"])
     if meta["head"] == "morphology":
         return MorphologyProbe(meta["dim"], meta["n_classes"], meta["hidden"])
     if meta["head"] == "segmentation":
@@ -281,7 +301,7 @@ def train_probes(
     results: dict = {"dataset": dataset.name, "dataset_hash": dataset.info.get("hash"), "model_id": loaded.model_id,
                      "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "max_objects": max_objects,
                      "max_seg_galaxies": max_seg_galaxies, "seg_epochs": seg_config.epochs,
-                     "features": FEATURE_VERSION,
+                     "features": FEATURE_VERSION, "heads": HEADS_VERSION,
                      "n_objects": int(len(ids)), "combos": {}}
     heldout_frames = []
     combo_list = combos or tuple(INPUT_COMBOS)
@@ -299,18 +319,14 @@ def train_probes(
             if fitted is None:
                 continue
             module, meta, frame = fitted
-            meta["combo"] = combo
-            meta["model_hash"] = loaded.hash
-            meta["features"] = FEATURE_VERSION
+            _stamp(meta, combo, loaded.hash)
             save_head(head_stem(out, combo, group), module, meta)
             combo_res.update(meta["metrics"])
             heldout_frames.append(frame.assign(combo=combo))
         fitted = _fit_morphology(cache, catalog, ids, seed, config, f"{combo} morphology")
         if fitted is not None:
             module, meta, frame = fitted
-            meta["combo"] = combo
-            meta["model_hash"] = loaded.hash
-            meta["features"] = FEATURE_VERSION
+            _stamp(meta, combo, loaded.hash)
             save_head(head_stem(out, combo, "morphology"), module, meta)
             combo_res[MORPHOLOGY_TARGET] = meta["metrics"]
             heldout_frames.append(frame.assign(combo=combo))
@@ -318,9 +334,7 @@ def train_probes(
             fitted = _fit_segmentation(cache, dataset, ids, seed, seg_config, f"{combo} segmentation", max_seg_galaxies)
             if fitted is not None:
                 module, meta, examples = fitted
-                meta["combo"] = combo
-                meta["model_hash"] = loaded.hash
-                meta["features"] = FEATURE_VERSION
+                _stamp(meta, combo, loaded.hash)
                 save_head(head_stem(out, combo, "segmentation"), module, meta)
                 results["segmentation"] = {"combo": combo, **meta["metrics"]}
                 out.mkdir(parents=True, exist_ok=True)
@@ -352,6 +366,8 @@ def load_heads(
         if stem.with_suffix(".json").is_file():
             module, meta = load_head(stem, build_head)
             if meta.get("features") != FEATURE_VERSION:  # trained on other features (another width)
+                continue
+            if meta.get("heads", 1) != HEADS_VERSION:  # an older head architecture
                 continue
             if model_hash is not None and meta.get("model_hash") != model_hash:
                 continue

@@ -295,3 +295,34 @@ def test_embed_modalities_matches_dataset_embeddings(tiny_model_dir, model_datas
             },
         )
     assert isinstance(mods["tok_image"][0], am.LegacySurveyImage)
+
+
+def test_image_view_encodes_the_first_image_survey_alone(tmp_path, model_dataset, tiny_preset):
+    """An object with Legacy Survey and HSC tokens gets the vector of its LS grid alone (every
+    vector describes one cutout); an HSC-only object gets its HSC grid's."""
+    from types import SimpleNamespace
+
+    from engine.model.codecs import build_codecs
+    from engine.model.encode import radial_embedding
+    from engine.model.loading import save_model
+
+    keys = ("tok_image", "tok_image_hsc", "tok_flux_g")
+    torch.manual_seed(1)
+    save_model(tmp_path / "two-surveys", build_model(tiny_preset, keys).eval(), build_codecs(tiny_preset, keys),
+               {"note": "random weights, tests only"})
+    loaded = load_model(tmp_path / "two-surveys")
+    ds = open_dataset(model_dataset)
+    ids = ds.ids
+    rng = np.random.default_rng(0)
+    ls_has, hsc_has = np.arange(12) < 6, (np.arange(12) >= 3) & (np.arange(12) < 9)  # 3-5 both, 6-8 HSC only
+    table = SimpleNamespace(
+        object_ids=ids,
+        tokens={k: rng.integers(0, 1000, (12, 576)).astype(np.int16) for k in ("tok_image", "tok_image_hsc")},
+        present={"tok_image": ls_has, "tok_image_hsc": hsc_has},
+    )
+    emb, valid = embed_objects(loaded, ds, ids, "image", batch_size=5, progress=False, token_table=table)
+    np.testing.assert_array_equal(valid, ls_has | hsc_has)
+    for key, rows in (("tok_image", np.flatnonzero(ls_has)), ("tok_image_hsc", np.flatnonzero(hsc_has & ~ls_has))):
+        want = radial_embedding(loaded.model, key, torch.from_numpy(table.tokens[key][rows].astype(np.int64)))
+        np.testing.assert_allclose(emb[rows], want.numpy(), atol=1e-5, err_msg=key)
+    assert not emb[~valid].any()

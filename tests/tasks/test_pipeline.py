@@ -11,6 +11,7 @@ import pytest
 
 from engine.data import schema
 from engine.errors import UnknownObjectError
+from engine.tasks.features import FEATURE_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -264,5 +265,11 @@ def test_heads_of_older_features_are_not_applied(trained, tiny_mock, task_model_
         meta["features"] = 1
         path.write_text(json.dumps(meta))
         assert "morphology" not in load_heads(pdir, "photometry+image")
+        meta["features"], meta["heads"] = FEATURE_VERSION, 1  # the mean-pooling morphology head of before
+        path.write_text(json.dumps(meta))
+        assert "morphology" not in load_heads(pdir, "photometry+image")
     finally:
         path.write_text(text)
+    morph = load_heads(pdir, "photometry+image")["morphology"][1]
+    assert morph["pooling"] == "radial" and morph["image_slice"][1] - morph["image_slice"][0] == 576
+    assert load_heads(pdir, "photometry")["morphology"][1]["pooling"] == "mean"  # no image tokens

@@ -70,6 +70,38 @@ def test_morphology_and_segmentation_heads_shapes():
         head(tokens[:, :100])
 
 
+def test_radial_morphology_head_sees_where_the_light_is():
+    """Classes that differ only in *which annulus* carries a signal (same total, so the same mean):
+    the radial head separates them, the paper's mean-pooling probe cannot."""
+    from engine.model.pooling import ring_of_token
+    from engine.tasks.heads import RadialMorphologyProbe
+
+    gen = torch.Generator().manual_seed(0)
+    n, d, rings = 900, 8, (1, 4, 8)
+    ring = torch.as_tensor(ring_of_token(576))
+    y = torch.arange(n) % len(rings)
+    x = 0.3 * torch.randn(n, 576 + 8, d, generator=gen)  # 576 image tokens, then 8 "flux" tokens
+    signal = torch.randn(d, generator=gen)
+    for c, r in enumerate(rings):
+        where = ring == r
+        rows, cols = torch.nonzero(y == c)[:, 0], torch.nonzero(where)[:, 0]
+        x[rows[:, None], cols[None, :]] += signal * 40.0 / where.sum()  # the same total signal in every class
+    mask = torch.zeros(n, 576 + 8, dtype=torch.bool)
+    cfg = FitConfig(epochs=15, batch_size=64, lr=1e-3, progress=False)
+    radial = RadialMorphologyProbe(d, 3, (0, 576), hidden=64, dropout=0.1)
+    radial.standardize_on(x[:600], mask[:600])
+    fit(radial, (x[:600], mask[:600]), y[:600], (x[600:700], mask[600:700]), y[600:700],
+        torch.nn.functional.cross_entropy, cfg)
+    mean = MorphologyProbe(d, 3, hidden=64)
+    fit(mean, (x[:600], mask[:600]), y[:600], (x[600:700], mask[600:700]), y[600:700],
+        torch.nn.functional.cross_entropy, cfg)
+    acc = {name: float((predict(m, (x[700:], mask[700:])).argmax(-1) == y[700:]).float().mean())
+           for name, m in (("radial", radial), ("mean", mean))}
+    assert acc["radial"] > 0.9 and acc["mean"] < 0.6, acc
+    state = radial.state_dict()
+    assert {"shift", "scale"} <= set(state) and float(state["scale"].min()) > 0  # saved with the weights
+
+
 def test_masked_mse_skips_missing_targets():
     pred = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     target = torch.tensor([[1.0, float("nan")], [float("nan"), 6.0]])
