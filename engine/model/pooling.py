@@ -97,6 +97,35 @@ def radial_profile(features: torch.Tensor) -> torch.Tensor:
     return (sums / counts[None, :, None]).reshape(b, RINGS * f)
 
 
+def angle_of_token(n_tokens: int) -> np.ndarray:
+    """Position angle (radians) of each token of a square grid around its centre, row-major."""
+    side = math.isqrt(n_tokens)
+    centre = (side - 1) / 2
+    yy, xx = np.mgrid[:side, :side]
+    return np.arctan2(yy - centre, xx - centre).ravel()
+
+
+def angular_power(features: torch.Tensor, harmonics: tuple[int, ...]) -> torch.Tensor:
+    """(B, N, F) per-token features of one square grid -> (B, RINGS * len(harmonics) * F): per
+    annulus and harmonic m, the amplitude |mean_t f_t e^{i m θ_t}|. Blind to the position angle
+    like the annulus means, but it sees what they average away: m = 1 a lopsided annulus (a
+    merger's second nucleus, a disturbed disk), m = 2 a bar or an elongated (edge-on, cigar) shape."""
+    import torch
+
+    b, n, f = features.shape
+    ring = torch.as_tensor(ring_of_token(n), device=features.device)
+    theta = torch.as_tensor(angle_of_token(n), device=features.device, dtype=features.dtype)
+    counts = torch.bincount(ring, minlength=RINGS).to(features.dtype).clamp(min=1)[None, :, None]
+    out = []
+    for m in harmonics:
+        parts = []
+        for wave in (torch.cos(m * theta), torch.sin(m * theta)):
+            acc = torch.zeros(b, RINGS, f, device=features.device, dtype=features.dtype)
+            parts.append(acc.index_add_(1, ring, features * wave[None, :, None]) / counts)
+        out.append(torch.sqrt(parts[0] ** 2 + parts[1] ** 2 + 1e-12).reshape(b, RINGS * f))
+    return torch.cat(out, dim=1)
+
+
 def shared_part(vectors: np.ndarray, view: str, model_dim: int, n_tokens: int = 576) -> np.ndarray:
     """The mean-pooled last-layer embedding inside ``view``'s vectors (n, view_dim) -> (n, model_dim):
     the vectors themselves for mean-pooled views; the token-weighted average of the last-layer

@@ -2,10 +2,11 @@
 
 Properties use *attentive pooling* (one learned query per target attends over the tokens)
 followed by a 2-layer MLP: the paper found mean pooling far worse once spectrum tokens are
-in the input, because a few tokens carry the signal. Morphology reads the *radial profile* of the
-image tokens (annulus means, ``engine/model/pooling.py``) next to the mean of all tokens: the
-paper's masked mean pooling + MLP reached 17.6 % on the mock's ten classes (a global mean loses
-where the light is), the radial profile ~70 % on the same split (``docs/tasks.md``). Every head takes ``tokens`` (B, T, D) and ``mask`` (B, T) with
+in the input, because a few tokens carry the signal. Morphology reads the image tokens per
+annulus around the centre — their means (the radial profile) and the amplitudes of their first
+angular modes (``engine/model/pooling.py``) — next to the mean of all tokens: the paper's masked
+mean pooling + MLP reached 17.6 % on the mock's ten classes (a global mean loses where the light
+is), the radial profile ~70 % on the same split (``docs/tasks.md``). Every head takes ``tokens`` (B, T, D) and ``mask`` (B, T) with
 True = absent token (the convention of the ``aion`` encoder masks).
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.model.pooling import RINGS, radial_profile
+from engine.model.pooling import RINGS, angular_power, radial_profile
 
 
 def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -83,25 +84,34 @@ class MorphologyProbe(nn.Module):
 
 
 class RadialMorphologyProbe(nn.Module):
-    """Radial profile of the image tokens + masked mean of all tokens -> standardised -> 2-layer MLP.
+    """Where the light sits, blind to the position angle: per annulus of the image tokens their mean
+    (the radial profile) and, for ``harmonics`` m, the amplitude of their m-th angular Fourier mode
+    after a learned projection to ``proj`` channels; plus the masked mean of all tokens ->
+    2-layer MLP.
 
-    ``image_slice`` is where the image tokens sit in the input (the cache layout). Feature
-    standardisation (``shift``, ``scale``) is fitted once on the training objects
-    (:meth:`standardize_on`) and saved with the weights. Objects without an image have zero
-    image tokens (the canonical layout), so only their mean part informs the prediction.
+    ``image_slice`` is where the image tokens sit in the input (the cache layout). The fixed
+    features are standardised with a shift and scale fitted once on the training objects
+    (:meth:`standardize_on`) and saved with the weights; the learned angular part is LayerNorm'ed.
+    Objects without an image have zero image tokens (the canonical layout), so only their mean
+    part informs the prediction.
     """
 
     def __init__(self, dim: int, n_classes: int, image_slice: tuple[int, int], hidden: int = 512,
-                 dropout: float = 0.5):
+                 dropout: float = 0.5, harmonics: tuple[int, ...] = (1, 2), proj: int = 32):
         super().__init__()
         self.image_slice = (int(image_slice[0]), int(image_slice[1]))
+        self.harmonics = tuple(int(m) for m in harmonics)
         width = (RINGS + 1) * dim
         self.register_buffer("shift", torch.zeros(width))
         self.register_buffer("scale", torch.ones(width))
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
-                                  nn.Linear(hidden, n_classes))
+        angular = RINGS * len(self.harmonics) * proj
+        self.proj = nn.Linear(dim, proj) if self.harmonics else None
+        self.angular_norm = nn.LayerNorm(angular) if self.harmonics else None
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width + angular, hidden), nn.GELU(),
+                                  nn.Dropout(dropout), nn.Linear(hidden, n_classes))
 
     def features(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The fixed (not learned) part: annulus means of the image tokens, then the mean of all tokens."""
         a, b = self.image_slice
         return torch.cat([radial_profile(tokens[:, a:b].float()), masked_mean(tokens.float(), mask)], dim=1)
 
@@ -112,7 +122,12 @@ class RadialMorphologyProbe(nn.Module):
         self.scale.copy_(feats.std(0).clamp_min(1e-6) if len(feats) > 1 else torch.ones_like(self.scale))
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.head((self.features(tokens, mask) - self.shift) / self.scale)
+        x = (self.features(tokens, mask) - self.shift) / self.scale
+        if self.harmonics:
+            a, b = self.image_slice
+            angular = angular_power(self.proj(tokens[:, a:b].float()), self.harmonics)
+            x = torch.cat([x, self.angular_norm(angular)], dim=1)
+        return self.head(x)
 
 
 class SegmentationHead(nn.Module):

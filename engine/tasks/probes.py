@@ -58,8 +58,9 @@ BEST_COMBO = "photometry+image+spectrum"
 SEGMENTATION_COMBO = "photometry+image"
 DEFAULT_EPOCHS = 30
 #: Version of the heads' architectures; heads saved under another one count as missing (retrained).
-#: 2: the morphology head reads the radial profile of the image tokens (``RadialMorphologyProbe``).
-HEADS_VERSION = 2
+#: 2: the morphology head reads the radial profile of the image tokens (``RadialMorphologyProbe``);
+#: 3: and the amplitudes of their m = 1, 2 angular modes per annulus.
+HEADS_VERSION = 3
 #: labelled objects used by default (a deterministic subset): bounds the one-off encoding on a CPU
 DEFAULT_MAX_OBJECTS = 3000
 
@@ -178,7 +179,8 @@ def _fit_morphology(cache, catalog, ids, seed, config, desc):
     shape = {"dim": int(tok.shape[-1]), "n_classes": n_classes}
     if "tok_image" in cache.layout.keys:  # where the light sits: the image tokens' radial profile
         sl = cache.layout.slice_of("tok_image")
-        shape |= {"pooling": "radial", "image_slice": [int(sl.start), int(sl.stop)], "hidden": 512, "dropout": 0.5}
+        shape |= {"pooling": "radial", "image_slice": [int(sl.start), int(sl.stop)], "hidden": 512, "dropout": 0.5,
+                  "harmonics": [1, 2], "proj": 32}
         config = dataclasses.replace(config, lr=1e-3)
     else:
         shape |= {"pooling": "mean", "hidden": 256}
@@ -244,7 +246,7 @@ def build_head(meta: dict) -> nn.Module:
         return PropertyProbe(meta["dim"], meta["n_targets"], meta["hidden"], meta["num_heads"])
     if meta["head"] == "morphology" and meta.get("pooling", "mean") == "radial":
         return RadialMorphologyProbe(meta["dim"], meta["n_classes"], tuple(meta["image_slice"]), meta["hidden"],
-                                     meta["dropout"])
+                                     meta["dropout"], tuple(meta["harmonics"]), meta["proj"])
     if meta["head"] == "morphology":
         return MorphologyProbe(meta["dim"], meta["n_classes"], meta["hidden"])
     if meta["head"] == "segmentation":

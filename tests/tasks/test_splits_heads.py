@@ -102,6 +102,47 @@ def test_radial_morphology_head_sees_where_the_light_is():
     assert {"shift", "scale"} <= set(state) and float(state["scale"].min()) > 0  # saved with the weights
 
 
+def test_angular_power_is_blind_to_rotation_and_finds_the_mode():
+    from engine.model.pooling import RINGS, angle_of_token, angular_power, ring_of_token
+
+    theta = torch.as_tensor(angle_of_token(576), dtype=torch.float32)
+    bar = torch.cos(2 * (theta - 0.4))[None, :, None].repeat(1, 1, 3)  # an m = 2 pattern at some angle
+    grid = bar.reshape(1, 24, 24, 3)
+    turned = torch.rot90(grid, 1, dims=(1, 2)).reshape(1, 576, 3)  # the same galaxy turned by 90 degrees
+    power = angular_power(bar, (1, 2))
+    torch.testing.assert_close(power, angular_power(turned, (1, 2)), atol=1e-5, rtol=1e-5)
+    m1, m2 = power.reshape(2, RINGS, 3)
+    outer = torch.as_tensor(ring_of_token(576)) >= 3
+    assert outer.any() and float(m2[3:].min()) > 0.4 and float(m1[3:].max()) < 0.1
+
+
+def test_angular_modes_separate_what_annulus_means_cannot():
+    """Two classes with the same annulus means, one with a bar-like m = 2 pattern at a random angle."""
+    from engine.model.pooling import angle_of_token, ring_of_token
+    from engine.tasks.heads import RadialMorphologyProbe
+
+    gen = torch.Generator().manual_seed(0)
+    n, d = 600, 8
+    theta = torch.as_tensor(angle_of_token(576), dtype=torch.float32)
+    in_ring = torch.as_tensor((ring_of_token(576) >= 2) & (ring_of_token(576) <= 6))
+    y = torch.arange(n) % 2
+    x = 0.3 * torch.randn(n, 576, d, generator=gen)
+    phase = 2 * torch.pi * torch.rand(n, generator=gen)
+    pattern = torch.cos(2 * (theta[None, :] - phase[:, None])) * in_ring[None, :]  # (n, 576)
+    x += (y[:, None, None] * pattern[:, :, None]) * torch.randn(d, generator=gen)[None, None, :]
+    mask = torch.zeros(n, 576, dtype=torch.bool)
+    cfg = FitConfig(epochs=15, batch_size=64, lr=1e-3, progress=False)
+    acc = {}
+    for name, harmonics in (("angular", (1, 2)), ("means only", ())):
+        torch.manual_seed(0)
+        head = RadialMorphologyProbe(d, 2, (0, 576), hidden=64, dropout=0.1, harmonics=harmonics, proj=8)
+        head.standardize_on(x[:400], mask[:400])
+        fit(head, (x[:400], mask[:400]), y[:400], (x[400:500], mask[400:500]), y[400:500],
+            torch.nn.functional.cross_entropy, cfg)
+        acc[name] = float((predict(head, (x[500:], mask[500:])).argmax(-1) == y[500:]).float().mean())
+    assert acc["angular"] > 0.9 and acc["means only"] < 0.7, acc
+
+
 def test_masked_mse_skips_missing_targets():
     pred = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     target = torch.tensor([[1.0, float("nan")], [float("nan"), 6.0]])
