@@ -104,7 +104,7 @@ def ensure_views(dataset_dir: Path, model: Path | str, views: tuple[str, ...], *
 
 
 #: Probes `prepare` trains when none exist: only the heads the app reads (the predictions' input
-#: combination and the segmentation head's), on fewer objects than `aion-engine evaluate` uses,
+#: combination's, and the segmentation combination's segmentation head), on fewer objects than `aion-engine evaluate` uses,
 #: so a first `make run` stays within its 15 minutes on 2 cores. `evaluate` retrains the full set
 #: (its settings differ, so it never reuses these) and `make run` then serves those.
 PREPARE_PROBES = {"max_seg_galaxies": 500, "seg_epochs": 6}
@@ -116,7 +116,8 @@ def ensure_predictions(dataset_dir: Path, model: Path | str, *, progress: bool =
     from engine.tasks.probes import BEST_COMBO, SEGMENTATION_COMBO
 
     path = cache_predictions(dataset_dir, model, progress=progress, max_objects=PREPARE_PROBE_OBJECTS,
-                             probe_options={"combos": (SEGMENTATION_COMBO, BEST_COMBO), **PREPARE_PROBES})
+                             probe_options={"combos": (SEGMENTATION_COMBO, BEST_COMBO),
+                                            "segmentation_only": (SEGMENTATION_COMBO,), **PREPARE_PROBES})
     return f"ready ({path})"
 
 

@@ -35,6 +35,8 @@ def test_prepare_builds_then_is_idempotent(tiny_mock, tiny_mock_model, index_roo
     assert set(probes["combos"]) == {SEGMENTATION_COMBO, BEST_COMBO}
     assert probes["max_objects"] == PREPARE_PROBE_OBJECTS and probes["seg_epochs"] == PREPARE_PROBES["seg_epochs"]
     assert "segmentation" in probes
+    assert probes["segmentation_only"] == [SEGMENTATION_COMBO]  # its property and morphology heads: not read
+    assert "truth_z" not in probes["combos"][SEGMENTATION_COMBO] and "truth_z" in probes["combos"][BEST_COMBO]
     assert cli.main(argv) == 0
     second = json.loads(capsys.readouterr().out)
     assert second["steps"]["view:image"] == "up to date"

@@ -55,7 +55,8 @@ def _probe_results(dataset_dir, model_dir, loaded, dataset, *, seed, epochs, max
                 and cached.get("max_seg_galaxies") == max_seg_galaxies
                 and cached.get("seg_epochs", default_seg_epochs(epochs)) == default_seg_epochs(epochs)
                 and set(cached.get("combos", {})) == set(INPUT_COMBOS)  # not `prepare`'s reduced set
-                and cached.get("features") == FEATURE_VERSION and cached.get("heads") == HEADS_VERSION)
+                and cached.get("features") == FEATURE_VERSION and cached.get("heads") == HEADS_VERSION
+                and not cached.get("segmentation_only"))
         if same:
             return cached
     return train_probes(dataset_dir, model_dir, seed=seed, epochs=epochs, progress=progress, max_objects=max_objects,

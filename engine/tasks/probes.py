@@ -276,9 +276,13 @@ def train_probes(
     batch_size: int = 64,
     max_seg_galaxies: int | None = 1500,
     seg_epochs: int | None = None,
+    segmentation_only: tuple[str, ...] = (),
     loaded=None,
 ) -> dict:
     """Cache frozen-encoder tokens per input combination, train every probe, save heads + metrics.
+
+    For the combinations in ``segmentation_only`` only the segmentation head is trained (what
+    ``prepare`` needs of the segmentation combination: the app reads its other heads nowhere).
 
     Returns the metrics dict also written to ``<out_dir>/probes.json`` (out_dir defaults to
     ``<results_dir(dataset, model)>/probes``). ``max_objects`` caps the labelled objects used
@@ -304,6 +308,7 @@ def train_probes(
                      "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "max_objects": max_objects,
                      "max_seg_galaxies": max_seg_galaxies, "seg_epochs": seg_config.epochs,
                      "features": FEATURE_VERSION, "heads": HEADS_VERSION,
+                     "segmentation_only": sorted(segmentation_only),
                      "n_objects": int(len(ids)), "combos": {}}
     heldout_frames = []
     combo_list = combos or tuple(INPUT_COMBOS)
@@ -316,7 +321,7 @@ def train_probes(
         cache = build_token_cache(loaded, dataset, ids, keys, out / "tokens" / combo, progress=progress,
                                   token_ids=token_ids)
         combo_res: dict = {"keys": list(keys)}
-        for group, (kind, targets) in PROPERTY_GROUPS.items():
+        for group, (kind, targets) in PROPERTY_GROUPS.items() if combo not in segmentation_only else ():
             fitted = _fit_property_group(cache, catalog, ids, kind, targets, seed, config, f"{combo} {group}")
             if fitted is None:
                 continue
@@ -325,7 +330,8 @@ def train_probes(
             save_head(head_stem(out, combo, group), module, meta)
             combo_res.update(meta["metrics"])
             heldout_frames.append(frame.assign(combo=combo))
-        fitted = _fit_morphology(cache, catalog, ids, seed, config, f"{combo} morphology")
+        fitted = None if combo in segmentation_only else _fit_morphology(cache, catalog, ids, seed, config,
+                                                                          f"{combo} morphology")
         if fitted is not None:
             module, meta, frame = fitted
             _stamp(meta, combo, loaded.hash)
