@@ -22,10 +22,11 @@ def _verb_modules() -> dict[str, object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aion-engine", description="AION Explorer engine")
+    # no abbreviated options: `--k 3` must not silently mean `--kind 3` (similar has both -k and --kind)
+    parser = argparse.ArgumentParser(prog="aion-engine", description="AION Explorer engine", allow_abbrev=False)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
     for name, module in _verb_modules().items():
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP, allow_abbrev=False)
         module.setup_parser(p)
         p.set_defaults(_run=module.run_cli)
     return parser
