@@ -23,7 +23,7 @@ from engine.index.embeddings import (
 )
 from engine.index.encoders import current_model_hash, open_encoder, open_views_encoder
 from engine.index.manifest import VIEWS, rebuild_command, write_index_and_manifest
-from engine.index.search_space import SearchSpace
+from engine.index.search_space import SearchSpace, axes_cap
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def build_view_index(
     if zero.any():
         raise IndexError_(f"{vdir}: {int(zero.sum())} valid embedding rows are all zero (corrupt embeddings.npy?); "
                           f"recompute with: {rebuild}")
-    space = SearchSpace.fit(raw)
+    space = SearchSpace.fit(raw, max_axes=axes_cap(meta.get("pooling", "mean")))
     vectors = fb.normalize_rows(space.apply(raw))
     del raw
     built = fb.build_index(vectors, kind, use_gpu=use_gpu, progress=progress)

@@ -31,7 +31,7 @@ from engine.errors import EngineError
 from engine.index.embeddings import EmbeddingStore
 from engine.index.faiss_build import normalize_rows
 from engine.index.manifest import MANIFEST_FILE, VIEWS, read_json
-from engine.index.search_space import SPACE_FILE, SearchSpace
+from engine.index.search_space import SPACE_FILE, SearchSpace, axes_cap
 from engine.model.pooling import RADIAL_LAYERS, RINGS, shared_part
 
 K = 10
@@ -115,7 +115,8 @@ def view_space(store: EmbeddingStore) -> tuple[SearchSpace, str]:
                 return space, f"index ({SPACE_FILE})"
     except (EngineError, OSError, ValueError):
         pass  # no (usable) index: fit below
-    return SearchSpace.fit(np.asarray(store.vectors[store.valid_rows], dtype=np.float32)), "fitted for this report"
+    return (SearchSpace.fit(np.asarray(store.vectors[store.valid_rows], dtype=np.float32),
+                            max_axes=axes_cap(_pooling(store))), "fitted for this report")
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, n_boot: int = 5000, seed: int = 0) -> dict[str, Any]:

@@ -41,13 +41,19 @@ METHODS: tuple[str, ...] = ("whiten", "centre", "identity")
 RTOL = 1e-6
 #: Whitening needs this many rows per dimension to estimate the covariance usefully.
 MIN_ROWS_PER_DIM = 4
-#: Whitening keeps at most this many leading axes, so the index stays compact for wide vectors (the
-#: image view's radial profile has thousands of coordinates; on the default mock its first 256
-#: axes ranked as well as or better than more, ``docs/index.md``). Views no wider lose nothing.
+#: Whitening of a radial (image) view keeps at most this many leading axes, so its index stays
+#: compact (the radial profile has thousands of coordinates; on the default mock its first 256
+#: axes ranked better than 512 or 1024, ``docs/index.md``). Mean-pooled views keep every axis, as
+#: before (not measured with a cap, e.g. on the base shape's 768-d views).
 MAX_AXES = 256
 #: Fit on at most this many rows (seeded sample): enough for a 768-d covariance, bounded memory.
 FIT_MAX_ROWS = 50_000
 _APPLY_CHUNK = 16_384
+
+
+def axes_cap(pooling: str) -> int | None:
+    """How many whitened axes a view's space keeps, by how its vectors were pooled (``embeddings.json``)."""
+    return MAX_AXES if pooling == "radial" else None
 
 
 @dataclass(frozen=True)
@@ -93,12 +99,13 @@ class SearchSpace:
 
     @classmethod
     def fit(cls, x: np.ndarray, *, min_rows_per_dim: int = MIN_ROWS_PER_DIM, rtol: float = RTOL,
-            max_rows: int = FIT_MAX_ROWS, seed: int = 0, max_axes: int = MAX_AXES) -> SearchSpace:
+            max_rows: int = FIT_MAX_ROWS, seed: int = 0, max_axes: int | None = None) -> SearchSpace:
         """Fit on the valid rows ``x`` (n, dim) with a float64 SVD of the centred rows.
 
         Whitened coordinates are scaled to unit variance (divided by s / sqrt(n - 1)), so the
         covariance of the transformed fit rows is the identity on the kept axes; at most
-        ``max_axes`` leading axes are kept, and whitening needs ``min_rows_per_dim`` rows per kept axis.
+        ``max_axes`` leading axes are kept (None: all; :func:`axes_cap` gives a view's), and
+        whitening needs ``min_rows_per_dim`` rows per kept axis.
         """
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] == 0:
@@ -114,7 +121,7 @@ class SearchSpace:
         centred = x - mean
         if n_fit < 2 or not np.abs(centred).max(initial=0.0) > 0:
             return cls.identity(d, n_fit)
-        k = min(d, max_axes)
+        k = d if max_axes is None else min(d, max_axes)
         if n_fit < min_rows_per_dim * k:
             return cls(mean, np.eye(d), "centre", n_fit, d)
         _, s, vt = np.linalg.svd(centred, full_matrices=False)

@@ -76,6 +76,12 @@ def test_wide_vectors_keep_only_the_leading_axes(tmp_path):
     # rows are counted per kept axis: 50 rows whiten 12 axes of 40-d vectors, 40 rows only centre
     assert SearchSpace.fit(x[:50], max_axes=12).method == "whiten"
     assert SearchSpace.fit(x[:40], max_axes=12).method == "centre"
+    # only radial (image) views are capped; a mean-pooled view keeps every axis however wide
+    from engine.index.search_space import MAX_AXES, axes_cap
+
+    assert axes_cap("radial") == MAX_AXES and axes_cap("mean") is None
+    wide = rng.normal(size=(4 * 300 + 10, 300))
+    assert SearchSpace.fit(wide).out_dim == 300 and SearchSpace.fit(wide, max_axes=axes_cap("radial")).out_dim == 256
 
 
 def test_few_rows_only_centre_and_single_row_is_identity():
