@@ -92,6 +92,20 @@ class EmbeddingStore:
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
+    @property
+    def pooling(self) -> str:
+        """How the vectors were pooled (``mean`` or ``radial``), as recorded when they were embedded."""
+        return str(self.meta.get("pooling", "mean"))
+
+    def shared(self, rows: np.ndarray) -> np.ndarray:
+        """float32 mean-pooled encoder embeddings of catalog ``rows`` (the model's space shared by its
+        views, ``engine.model.pooling.shared_part``), read in blocks of 65 536 rows."""
+        from engine.model.pooling import shared_part
+
+        rows = np.asarray(rows)
+        parts = [shared_part(self.vectors[rows[a : a + 65_536]], self.pooling) for a in range(0, len(rows), 65_536)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+
     def normalized(self, rows: np.ndarray | None = None) -> np.ndarray:
         """float32 unit vectors of catalog ``rows`` (default: every valid row, in index order)."""
         from engine.index.faiss_build import normalize_rows

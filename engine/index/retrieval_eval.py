@@ -32,7 +32,6 @@ from engine.index.embeddings import EmbeddingStore
 from engine.index.faiss_build import normalize_rows
 from engine.index.manifest import MANIFEST_FILE, VIEWS, read_json
 from engine.index.search_space import SPACE_FILE, SearchSpace, axes_cap
-from engine.model.pooling import RADIAL_LAYERS, RINGS, shared_part
 
 K = 10
 _SPIRAL_NAMES = ("barred spiral", "unbarred tight spiral", "unbarred loose spiral")
@@ -116,7 +115,7 @@ def view_space(store: EmbeddingStore) -> tuple[SearchSpace, str]:
     except (EngineError, OSError, ValueError):
         pass  # no (usable) index: fit below
     return (SearchSpace.fit(np.asarray(store.vectors[store.valid_rows], dtype=np.float32),
-                            max_axes=axes_cap(_pooling(store))), "fitted for this report")
+                            max_axes=axes_cap(store.pooling)), "fitted for this report")
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, n_boot: int = 5000, seed: int = 0) -> dict[str, Any]:
@@ -223,23 +222,12 @@ def evaluate(
     for src, dst in cross if not is_baseline(model) else ():  # the baseline's views are unrelated spaces
         if src in stores and dst in stores:
             both = np.flatnonzero(stores[src].valid & stores[dst].valid)
-            q, t = _shared(stores[src], src, both), _shared(stores[dst], dst, both)
+            q, t = stores[src].shared(both), stores[dst].shared(both)
             if q.shape[1] != t.shape[1]:
                 continue
-            space = spaces[dst] if _pooling(stores[dst]) == "mean" else SearchSpace.fit(
-                _shared(stores[dst], dst, stores[dst].valid_rows))  # the Searcher's rule (cross_modal)
+            space = spaces[dst] if stores[dst].pooling == "mean" else SearchSpace.fit(
+                stores[dst].shared(stores[dst].valid_rows))  # the Searcher's rule (cross_modal)
             report["cross_modal"][f"{src}->{dst}"] = cross_modal(space.apply(q), space.apply(t), k)
             report["cross_modal_raw"][f"{src}->{dst}"] = cross_modal(q, t, k)
     return report
 
-
-def _pooling(store: EmbeddingStore) -> str:
-    return str(store.meta.get("pooling", "mean"))
-
-
-def _shared(store: EmbeddingStore, view: str, rows: np.ndarray) -> np.ndarray:
-    """Rows of a model view in the model's shared (mean-pooled) space (``pooling.shared_part``)."""
-    vectors = np.asarray(store.vectors[rows], dtype=np.float32)
-    if _pooling(store) == "mean":
-        return vectors
-    return shared_part(vectors, view, store.dim // (RINGS * RADIAL_LAYERS))

@@ -37,7 +37,7 @@ from engine.index import faiss_build as fb
 from engine.index.embeddings import EmbeddingStore
 from engine.index.manifest import INDEX_FILE, MANIFEST_FILE, check_manifest, read_json, rebuild_command
 from engine.index.search_space import SearchSpace
-from engine.model.pooling import RADIAL_LAYERS, RINGS, base_hash, shared_part
+from engine.model.pooling import base_hash
 
 log = logging.getLogger(__name__)
 
@@ -329,27 +329,17 @@ class Searcher:
         """Objects most similar to new data (a FITS cutout or spectrum), encoded on the fly."""
         return self.search_vector(self.encode_file(path), k, **filters)
 
-    @property
-    def pooling(self) -> str:
-        """How this view's vectors were pooled (``mean`` or ``radial``), as recorded when they were embedded."""
-        return str(self.store.meta.get("pooling", "mean"))
-
     def shared_vector_of(self, object_id: int) -> np.ndarray:
         """The object's mean-pooled encoder embedding (the model's shared space across views):
         its stored vector for mean-pooled views, recovered from the annuli for the radial image view."""
-        raw = self.raw_vector_of(object_id)[None]
-        if self.pooling == "mean":
-            return raw[0]
-        return shared_part(raw, self.view, self.store.dim // (RINGS * RADIAL_LAYERS))[0]
+        return self.store.shared(np.array([self._row_of(object_id)]))[0]
 
     def _shared_targets(self) -> tuple[np.ndarray, SearchSpace]:
         """Unit shared-space vectors of every indexed object (index order) and the space they were
         mapped with (fitted on them): the cross-modal target set of a view that is not mean-pooled."""
         with self._lock:
             if self._shared_space is None:
-                model_dim = self.store.dim // (RINGS * RADIAL_LAYERS)
-                shared = np.concatenate([shared_part(self.store.vectors[self._rows[a : a + 65_536]], self.view, model_dim)
-                                         for a in range(0, len(self._rows), 65_536)])
+                shared = self.store.shared(self._rows)
                 space = SearchSpace.fit(shared)
                 self._shared_space = (fb.normalize_rows(space.apply(shared)), space)
             return self._shared_space
@@ -374,7 +364,7 @@ class Searcher:
                 f"{self.view!r} is {self.manifest['model_id']!r}"
             )
         q = source.shared_vector_of(object_id)
-        if self.pooling == "mean":
+        if self.store.pooling == "mean":
             if q.shape[0] != self.space.dim:
                 raise ValidationError(f"{source.view!r} shared vector has dim {q.shape[0]}, {self.view!r} "
                                       f"vectors {self.space.dim}")

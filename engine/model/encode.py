@@ -107,18 +107,25 @@ def encode_tokens(
     return (out * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
+def two_layer_tokens(model, tokens: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor] | None,
+                     num_tokens: int) -> torch.Tensor:
+    """Per-token frozen features (B, N, 2 * dim): [the encoder's input embedding | its last layer],
+    visible tokens first in concatenation order (the official packing), register tokens dropped.
+    The probes (``engine/tasks/features.py``) and the radial image view both read these two layers."""
+    enc_tokens, enc_emb, enc_mask, _ = model.embed_inputs(dict(tokens), mask=mask, num_encoder_tokens=num_tokens)
+    out = model._encode(enc_tokens, enc_emb, enc_mask)
+    out = out[:, int(getattr(model, "num_register_tokens", 0) or 0) :]
+    return torch.cat([enc_tokens[:, : out.shape[1]].to(out.dtype), out], dim=-1)
+
+
 def radial_embedding(model, key: str, ids: torch.Tensor, *, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Radial-profile vectors (B, RINGS * 2 * dim) of one image modality's token grids (B, n),
     every token visible: the annulus means of the input embedding and the last encoder layer."""
     device = _device_of(model)
     ids = torch.as_tensor(ids).to(device=device, dtype=torch.long)
-    n = ids.shape[1]
     with torch.inference_mode(), _autocast(device, dtype):
-        enc_tokens, enc_emb, enc_mask, _ = model.embed_inputs({key: ids}, mask=None, num_encoder_tokens=n)
-        out = model._encode(enc_tokens, enc_emb, enc_mask)
-    n_reg = int(getattr(model, "num_register_tokens", 0) or 0)
-    both = torch.cat([enc_tokens[:, :n].float(), out[:, n_reg : n_reg + n].float()], dim=-1)
-    return radial_profile(both)
+        both = two_layer_tokens(model, {key: ids}, None, ids.shape[1])
+    return radial_profile(both.float())
 
 
 # --- objects of a dataset ------------------------------------------------------------------

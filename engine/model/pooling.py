@@ -126,14 +126,18 @@ def angular_power(features: torch.Tensor, harmonics: tuple[int, ...]) -> torch.T
     return torch.cat(out, dim=1)
 
 
-def shared_part(vectors: np.ndarray, view: str, model_dim: int, n_tokens: int = 576) -> np.ndarray:
-    """The mean-pooled last-layer embedding inside ``view``'s vectors (n, view_dim) -> (n, model_dim):
-    the vectors themselves for mean-pooled views; the token-weighted average of the last-layer
-    annuli for the radial image view."""
+def shared_part(vectors: np.ndarray, pooling: str, n_tokens: int = 576) -> np.ndarray:
+    """The mean-pooled last-layer embedding inside vectors pooled as ``pooling`` (n, width) ->
+    (n, model dim): the vectors themselves when ``mean``; for ``radial``, the token-weighted average
+    of the last-layer annuli (the model dim is the width / (RINGS * RADIAL_LAYERS))."""
     vectors = np.asarray(vectors, dtype=np.float32)
-    if pooling_of(view) == "mean":
+    if pooling == "mean":
         return vectors
-    if vectors.shape[-1] != view_dim(model_dim, view):
-        raise ModelError(f"{view} vectors have dim {vectors.shape[-1]}, expected {view_dim(model_dim, view)}")
+    if pooling != "radial":
+        raise ModelError(f"unknown pooling {pooling!r}; accepted: mean, radial")
+    model_dim, rest = divmod(vectors.shape[-1], RINGS * RADIAL_LAYERS)
+    if rest or model_dim == 0:
+        raise ModelError(f"radial vectors have width {vectors.shape[-1]}, not a multiple of "
+                         f"{RINGS} annuli x {RADIAL_LAYERS} layers")
     layers = vectors.reshape(len(vectors), RINGS, RADIAL_LAYERS, model_dim)[:, :, -1]  # last layer per annulus
     return np.einsum("nrd,r->nd", layers, ring_weights(n_tokens).astype(np.float32))

@@ -34,6 +34,7 @@ from einops import repeat
 from tqdm.auto import tqdm
 
 from engine.errors import ModelError
+from engine.model.encode import two_layer_tokens
 from engine.model.modalities import MODALITIES, VIEWS, load_modalities
 from engine.paths import PROJECT_ROOT
 
@@ -119,11 +120,7 @@ def encode_canonical(
         input_dict[key] = tokens[key].to(device).long().reshape(b, n)
         absent = torch.as_tensor(~present[key], device=device)
         input_mask[key] = absent[:, None].expand(b, n).clone()
-    enc_tokens, enc_emb, enc_mask, _ = model.embed_inputs(input_dict, mask=input_mask, num_encoder_tokens=layout.total)
-    out = model._encode(enc_tokens, enc_emb, enc_mask)
-    n_reg = int(getattr(model, "num_register_tokens", 0) or 0)
-    out = out[:, n_reg:]
-    out = torch.cat([enc_tokens[:, : out.shape[1]].to(out.dtype), out], dim=-1)  # same packing as the outputs
+    out = two_layer_tokens(model, input_dict, input_mask, layout.total)
     mask_all = torch.cat([input_mask[k] for k in layout.keys], dim=1)
     order = torch.argsort(mask_all.float() + torch.arange(layout.total, device=device)[None] * 1e-6, dim=1)
     canonical = torch.zeros(b, layout.total, out.shape[-1], device=device, dtype=out.dtype)
