@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import platform
@@ -38,7 +39,7 @@ import torch
 from engine.data import schema
 from engine.model.codecs import build_codecs
 from engine.model.encode import encode_tokens
-from engine.model.fast import disable_fast_attention, enable_fast_attention
+from engine.model.fast import compile_encoder, disable_fast_attention, enable_fast_attention
 from engine.model.loading import build_model
 from engine.model.modalities import spec
 from engine.model.presets import get_preset
@@ -78,7 +79,9 @@ def random_tokens(batch: int, device: torch.device) -> dict[str, torch.Tensor]:
     return {k: torch.randint(0, 1000, (batch, spec(k).num_tokens), generator=g).to(device) for k in KEYS}
 
 
-def bench_transformer(preset, batch: int, repeats: int, device: torch.device) -> dict:
+def bench_transformer(
+    preset, batch: int, repeats: int, device: torch.device, compile_too: bool = False
+) -> dict:
     torch.manual_seed(0)
     model = build_model(preset, KEYS).to(device).eval()
     tokens = random_tokens(batch, device)
@@ -106,6 +109,12 @@ def bench_transformer(preset, batch: int, repeats: int, device: torch.device) ->
     t_eng16 = timed(engine(bf16), device, repeats)
     t_eng32 = timed(engine(None), device, repeats)
     cos = torch.nn.functional.cosine_similarity(ref32.mean(1), eng16.mean(1)).min()
+    # bf16 weights (the whole module cast, norms and elementwise work in bf16 too) instead of
+    # autocast over fp32 weights, which runs norms/SwiGLU in fp32 and re-casts every weight.
+    half = bf16_copy(model)
+    engw = encode_tokens(half, tokens, "none", dtype=bf16)
+    t_engw = timed(lambda: encode_tokens(half, tokens, "none", dtype=bf16), device, repeats)
+    cos_w = torch.nn.functional.cosine_similarity(ref32.mean(1), engw.mean(1)).min()
     row = {
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
         "tokens": total,
@@ -119,8 +128,30 @@ def bench_transformer(preset, batch: int, repeats: int, device: torch.device) ->
         "max_abs_diff_fp32_sdpa_vs_official": float((eng32 - ref32).abs().max()),
         "max_abs_diff_bf16_sdpa_vs_official_bf16": float((eng16 - ref16).abs().max()),
         "min_cosine_pooled_bf16_engine_vs_fp32_official": float(cos),
+        "engine_sdpa_bf16_weights_obj_s": round(batch / t_engw, 1),
+        "speedup_bf16_weights_vs_official_bf16": round(t_off16 / t_engw, 2),
+        "min_cosine_pooled_bf16_weights_vs_fp32_official": float(cos_w),
     }
+    if compile_too and device.type == "cuda":
+        try:  # what `aion-engine embed --compile` does: fp32 weights, bf16 autocast, compiled encoder
+            t0 = time.perf_counter()
+            compile_encoder(model)
+            engc = encode_tokens(model, tokens, "none", dtype=bf16)
+            row["compile_s"] = round(time.perf_counter() - t0, 1)
+            t_c = timed(engine(bf16), device, repeats)
+            row["engine_sdpa_bf16_compiled_obj_s"] = round(batch / t_c, 1)
+            row["speedup_compiled_vs_official_bf16"] = round(t_off16 / t_c, 2)
+            row["speedup_compiled_vs_official_fp32"] = round(t_off32 / t_c, 2)
+            cos_c = torch.nn.functional.cosine_similarity(ref32.mean(1), engc.mean(1)).min()
+            row["min_cosine_pooled_compiled_vs_fp32_official"] = float(cos_c)
+        except Exception as exc:  # a compiler failure must not lose the eager numbers
+            row["compile_error"] = f"{type(exc).__name__}: {exc}"[:300]
     return row
+
+
+def bf16_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A bf16-weight copy of a model (the original stays fp32)."""
+    return copy.deepcopy(model).to(torch.bfloat16).eval()
 
 
 def raw_batch(batch: int, device: torch.device):
@@ -148,7 +179,9 @@ def raw_batch(batch: int, device: torch.device):
     return {"tok_image": image, "tok_spectrum_desi": spectrum, **scalars}
 
 
-def bench_end_to_end(preset, batch: int, repeats: int, device: torch.device) -> dict:
+def bench_end_to_end(
+    preset, batch: int, repeats: int, device: torch.device, compile_too: bool = False
+) -> dict:
     torch.manual_seed(0)
     model = build_model(preset, KEYS).to(device).eval()
     codecs = build_codecs(preset, KEYS).to(device).eval()
@@ -194,6 +227,32 @@ def bench_end_to_end(preset, batch: int, repeats: int, device: torch.device) -> 
     enable_fast_attention(model)
     t_eng = timed(engine_chain(None), device, repeats)
     t_eng16 = timed(engine_chain(bf16), device, repeats)
+    half = bf16_copy(model)
+
+    def engine_half_chain():
+        return encode_tokens(half, tokenize(bf16), "mean", dtype=bf16 if device.type == "cuda" else None)
+
+    t_half = timed(engine_half_chain, device, repeats)
+    compiled = {}
+    if compile_too and device.type == "cuda":
+        try:  # compiled encoder; then the codec networks compiled too (quantizers stay fp32 eager)
+            compile_encoder(model)
+            engine_chain(bf16)()
+            compiled["engine_chain_all_bf16_compiled_encoder_obj_s"] = round(
+                batch / timed(engine_chain(bf16), device, repeats), 1
+            )
+            for key in ("tok_image", "tok_spectrum_desi"):
+                codecs[key]._encode = torch.compile(codecs[key]._encode)
+            engine_chain(bf16)()
+            t_cc = timed(engine_chain(bf16), device, repeats)
+            compiled["engine_chain_all_bf16_compiled_encoder_and_codecs_obj_s"] = round(batch / t_cc, 1)
+            compiled["speedup_compiled_all_vs_official_chain"] = round(t_off / t_cc, 2)
+            t16c = tokenize(bf16)
+            compiled["compiled_bf16_codec_token_agreement"] = {
+                k: float((t32[k] == t16c[k]).float().mean()) for k in ("tok_image", "tok_spectrum_desi")
+            }
+        except Exception as exc:
+            compiled["compile_error"] = f"{type(exc).__name__}: {exc}"[:300]
     return {
         "batch": batch,
         "official_chain_fp32_obj_s": round(batch / t_off, 1),
@@ -201,6 +260,9 @@ def bench_end_to_end(preset, batch: int, repeats: int, device: torch.device) -> 
         "engine_chain_all_bf16_obj_s": round(batch / t_eng16, 1),
         "speedup_codecs_fp32": round(t_off / t_eng, 2),
         "speedup_all_bf16": round(t_off / t_eng16, 2),
+        "engine_chain_bf16_codecs_bf16_weight_transformer_obj_s": round(batch / t_half, 1),
+        "speedup_bf16_weight_transformer": round(t_off / t_half, 2),
+        **compiled,
         "bf16_codec_token_agreement": agreement,
         "codecs": codec_times,
     }
@@ -212,14 +274,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--large", action="store_true", help="also the Large shape (738 M)")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on whatever device: checks the script")
+    ap.add_argument("--compile", action="store_true", help="also the compiled encoder (and codec networks)")
+    ap.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN pick convolution kernels")
     ap.add_argument(
         "--out", type=Path, default=None, help="JSON path (default bench/results/encode_gpu*.json)"
     )
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 for the official baseline
-        torch.backends.cudnn.allow_tf32 = False
+        # torch's defaults, stated: fp32 matmuls stay fp32; cuDNN convolutions may use TF32.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
     shapes = [get_preset("base")] + ([get_preset("large")] if args.large else [])
     if args.smoke:
         nano = get_preset("nano")
@@ -237,19 +303,22 @@ def main(argv: list[str] | None = None) -> None:
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "smoke": args.smoke,
+        "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "transformer": {},
         "end_to_end": {},
     }
     out = args.out or RESULTS / ("encode_gpu_smoke.json" if args.smoke else "encode_gpu.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     for preset in shapes:
-        row = bench_transformer(preset, args.batch, args.repeats, device)
+        row = bench_transformer(preset, args.batch, args.repeats, device, compile_too=args.compile)
         result["transformer"][preset.name] = row
         if device.type == "cuda":
             torch.cuda.empty_cache()
         print(preset.name, json.dumps(row), flush=True)
         out.write_text(json.dumps(result, indent=2))  # keep what was measured if a later step dies
-    e2e = bench_end_to_end(shapes[0], args.batch, args.repeats, device)
+    e2e = bench_end_to_end(shapes[0], args.batch, args.repeats, device, compile_too=args.compile)
     result["end_to_end"][shapes[0].name] = e2e
     print("end_to_end", json.dumps(e2e), flush=True)
     out.write_text(json.dumps(result, indent=2))

@@ -44,10 +44,14 @@ class ModelViewsEncoder:
     """An AION model for several views at once (:class:`~engine.index.embeddings.MultiViewEncoder`):
     ``engine.model.encode.embed_views`` reads and tokenizes each batch once for all views."""
 
-    def __init__(self, model: str | os.PathLike, views, *, batch_size: int = 64, device: str = "cpu", loaded=None):
+    def __init__(self, model: str | os.PathLike, views, *, batch_size: int = 64, device: str = "cpu", loaded=None,
+                 compile: bool = False):
+        from engine.model.fast import compile_encoder
         from engine.model.loading import load_model
 
         self.loaded = loaded if loaded is not None else load_model(model, device=device)
+        if compile:
+            compile_encoder(self.loaded.model)
         self.views, self.batch_size, self.device = tuple(views), batch_size, device
         self.model_id = self.loaded.model_id
         self.dims = {v: view_dim(int(self.loaded.dim), v) for v in self.views}
@@ -62,14 +66,15 @@ class ModelViewsEncoder:
 
 
 def open_views_encoder(model: str | os.PathLike, view_dirs: dict[str, Path], *, fit_dataset=None,
-                       batch_size: int = 64, device: str = "cpu"):
-    """A :class:`~engine.index.embeddings.MultiViewEncoder` for the views of ``view_dirs``."""
+                       batch_size: int = 64, device: str = "cpu", compile: bool = False):
+    """A :class:`~engine.index.embeddings.MultiViewEncoder` for the views of ``view_dirs``
+    (``compile``: the model's encoder through ``torch.compile``; ignored by the baseline)."""
     if is_baseline(model):
         from engine.index.embeddings import PerViewEncoders
 
         return PerViewEncoders({v: open_encoder(model, v, view_dir=d, fit_dataset=fit_dataset)
                                 for v, d in view_dirs.items()})
-    return ModelViewsEncoder(model, list(view_dirs), batch_size=batch_size, device=device)
+    return ModelViewsEncoder(model, list(view_dirs), batch_size=batch_size, device=device, compile=compile)
 
 
 def open_encoder(model: str | os.PathLike, view: str, *, view_dir: Path | None = None, fit_dataset=None,

@@ -78,15 +78,18 @@ def embed_views(
     world_size: int = 1,
     barrier=None,
     progress: bool = True,
+    compile: bool = False,
 ) -> dict[str, EmbedResult]:
-    """Embed several views in one pass over the dataset (the model tokenizes each batch once)."""
+    """Embed several views in one pass over the dataset (the model tokenizes each batch once).
+    ``compile``: ``torch.compile`` the encoder first (worth it for long GPU jobs)."""
     for view in views:
         _check_view(view)
     ds = _dataset(dataset)
     dirs = {v: paths.view_dir(ds.name, model, v) for v in dict.fromkeys(views)}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
-    encoder = open_views_encoder(model, dirs, fit_dataset=ds, batch_size=batch_size, device=device)
+    encoder = open_views_encoder(model, dirs, fit_dataset=ds, batch_size=batch_size, device=device,
+                                 compile=compile)
     if isinstance(encoder, PerViewEncoders) and rank == 0:
         for v, enc in encoder.encoders.items():
             enc.save(dirs[v])

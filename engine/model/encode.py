@@ -82,8 +82,15 @@ def encoder_outputs(
         enc_tokens, enc_emb, enc_mask, _ = model.embed_inputs(
             ids, mask=masks or None, num_encoder_tokens=total
         )
-        out = model._encode(enc_tokens, enc_emb, enc_mask)
+        out = model._encode(enc_tokens, enc_emb, _mask_or_none(enc_mask))
     return out.float(), ~enc_mask[:, 0, :]
+
+
+def _mask_or_none(mask: torch.Tensor) -> torch.Tensor | None:
+    """None when no token is hidden: decided once per call, not once per attention layer (a
+    host sync each on GPU, and a graph break under ``torch.compile``), and lets SDPA run
+    FlashAttention."""
+    return mask if bool(mask.any()) else None
 
 
 def encode_tokens(
@@ -113,7 +120,7 @@ def two_layer_tokens(model, tokens: Mapping[str, torch.Tensor], mask: Mapping[st
     visible tokens first in concatenation order (the official packing), register tokens dropped.
     The probes (``engine/tasks/features.py``) and the radial image view both read these two layers."""
     enc_tokens, enc_emb, enc_mask, _ = model.embed_inputs(dict(tokens), mask=mask, num_encoder_tokens=num_tokens)
-    out = model._encode(enc_tokens, enc_emb, enc_mask)
+    out = model._encode(enc_tokens, enc_emb, _mask_or_none(enc_mask))
     out = out[:, int(getattr(model, "num_register_tokens", 0) or 0) :]
     return torch.cat([enc_tokens[:, : out.shape[1]].to(out.dtype), out], dim=-1)
 

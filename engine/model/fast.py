@@ -24,6 +24,7 @@ from aion.fourm import fm_utils
 _SELF = (fm_utils.Attention, fm_utils.NormAttention)
 _CROSS = (fm_utils.CrossAttention, fm_utils.NormCrossAttention)
 _FLAG = "_engine_fast_attention"
+_COMPILED = "_engine_compiled_encoder"
 
 
 def _bias_from_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -32,8 +33,8 @@ def _bias_from_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tens
         return None
     if mask.dtype != torch.bool:
         mask = mask.bool()
-    if not bool(mask.any()):
-        return None
+    if not torch.compiler.is_compiling() and not bool(mask.any()):
+        return None  # (traced code cannot branch on data: there the bias is always built)
     bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     bias.masked_fill_(mask, -torch.finfo(dtype).max)
     return bias.unsqueeze(1)
@@ -90,6 +91,21 @@ def enable_fast_attention(model: torch.nn.Module) -> torch.nn.Module:
         else:
             continue
         setattr(module, _FLAG, True)
+    return model
+
+
+def compile_encoder(model: torch.nn.Module, **compile_kwargs) -> torch.nn.Module:
+    """``torch.compile`` the encoder stack (``model._encode``) in place; idempotent.
+
+    For long GPU jobs: on an H200 the compiled base-shape encoder ran 2377 objects/s against
+    1004 for eager SDPA (``bench/results/encode_gpu.json``) after ~20 s of compiling, a loss
+    for a handful of objects. ``compile_kwargs`` go to ``torch.compile`` (tests pass
+    ``backend="eager", fullgraph=True`` to prove the encoder traces without a graph break).
+    """
+    if getattr(model, _COMPILED, False):
+        return model
+    model._encode = torch.compile(model._encode, **compile_kwargs)
+    setattr(model, _COMPILED, True)
     return model
 
 

@@ -19,6 +19,8 @@ def setup_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-batches", type=int, default=8,
                         help="batches per resumable chunk: a kill loses at most one chunk (default 8)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the encoder: ~20 s once, then ~2.4x faster on a GPU (long jobs only)")
     parser.add_argument("--json", action="store_true", help="print the embeddings metadata as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -54,7 +56,7 @@ def run_cli(args: argparse.Namespace) -> int:
     views = list(VIEWS) if "all" in args.view else list(dict.fromkeys(args.view))
     results = embed_views(args.dataset, args.model, views, batch_size=args.batch_size,
                           chunk_batches=args.chunk_batches, device=device, rank=rank, world_size=world,
-                          barrier=barrier, progress=not args.quiet)
+                          barrier=barrier, progress=not args.quiet, compile=args.compile)
     if rank != 0:
         return 0
     for view, result in results.items():

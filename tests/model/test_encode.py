@@ -326,3 +326,33 @@ def test_image_view_encodes_the_first_image_survey_alone(tmp_path, model_dataset
         want = radial_embedding(loaded.model, key, torch.from_numpy(table.tokens[key][rows].astype(np.int64)))
         np.testing.assert_allclose(emb[rows], want.numpy(), atol=1e-5, err_msg=key)
     assert not emb[~valid].any()
+
+
+def test_compiled_encoder_traces_whole_and_matches_eager(tiny_preset, test_keys):
+    """``compile_encoder`` (what ``embed --compile`` does): the SDPA encoder traces as one graph
+    (no data-dependent branch per layer) and gives the eager outputs, masked or not."""
+    from engine.model.fast import compile_encoder
+
+    torch.manual_seed(0)
+    model = enable_fast_attention(build_model(tiny_preset, test_keys).eval())
+    tokens = _random_tokens(("tok_image", "tok_flux_g", "tok_z"), 3)
+    present = {"tok_z": torch.tensor([True, False, True])}
+    eager, eager_masked = encode_tokens(model, tokens, "none"), encode_tokens(model, tokens, "none", present)
+    torch._dynamo.reset()
+    compile_encoder(model, backend="eager", fullgraph=True)
+    assert compile_encoder(model) is model  # idempotent: not wrapped twice
+    assert (encode_tokens(model, tokens, "none") - eager).abs().max().item() <= 1e-5
+    assert (encode_tokens(model, tokens, "none", present) - eager_masked).abs().max().item() <= 1e-5
+    torch._dynamo.reset()
+
+
+def test_embed_views_compile_flag_compiles_the_encoder(tiny_model_dir, model_dataset, monkeypatch):
+    import engine.model.fast as fast
+    from engine.index.encoders import ModelViewsEncoder
+
+    calls = []
+    monkeypatch.setattr(fast, "compile_encoder", lambda model, **kw: calls.append(model) or model)
+    enc = ModelViewsEncoder(tiny_model_dir, ("photometry",), compile=True)
+    assert calls == [enc.loaded.model]
+    ModelViewsEncoder(tiny_model_dir, ("photometry",))
+    assert len(calls) == 1
