@@ -11,11 +11,15 @@ Measured in one run, on the same model instances and batches (random weights):
    chain (fp32 codecs + official fp32 encode) vs the engine chain (codecs fp32 -> exact token
    ids; then SDPA bf16) and the engine with bf16 codec networks too (quantizers kept fp32;
    token agreement with fp32 reported).
+3. With ``--compile``: the engine's ``compile_encoder`` (what ``aion-engine embed --compile``
+   does) in both, and in the end-to-end chain also the codec networks' ``_encode`` compiled
+   here (an experiment: the engine's embed keeps its codecs eager fp32). Also the bf16-weight
+   variant (the whole module cast instead of autocast), which gained nothing.
 
 Reference (``notes/anchors.md``, H200, torch 2.11): official fp32 202 obj/s, official bf16
 491, SDPA bf16 1776 at 854 tokens; end to end ~165 (official fp32) vs ~790 (bf16 everywhere).
 
-    python bench/gpu_encode.py                      # ~3-5 min on one H100/H200
+    python bench/gpu_encode.py --compile --cudnn-benchmark   # ~4 min on one H200 (what ran)
     python bench/gpu_encode.py --smoke              # seconds, CPU, tiny shapes: checks the script runs
 
 Writes ``bench/results/encode_gpu.json`` (``encode_gpu_smoke.json`` with ``--smoke``).

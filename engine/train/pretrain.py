@@ -40,6 +40,7 @@ from engine.train import distributed, tokens
 from engine.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_json_atomic
 from engine.train.masking import MaskingConfig, build_mod_dict, sample_masks
 from engine.train.ordinal_init import INIT_CHOICES, init_scalar_embeddings
+from engine.train.ordinal_loss import masked_modeling_loss
 from engine.train.schedule import lr_at
 from engine.train.split import heldout_mask
 
@@ -49,7 +50,7 @@ SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": t
 
 #: Config keys that must match for a resume to be exact.
 _RESUME_KEYS = ("batch_size", "seed", "max_steps", "lr", "warmup", "weight_decay", "input_tokens",
-                "target_tokens", "grad_clip", "scalar_init", "scalar_inputs_only")
+                "target_tokens", "grad_clip", "scalar_init", "scalar_inputs_only", "scalar_sigma")
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,13 @@ class PretrainConfig:
     eval_batches: int = 8  # held-out batches in the final report (x batch_size objects)
     scalar_init: str = "ordinal"  # scalar token rows: smooth over bins, or official random (ordinal_init.py)
     scalar_inputs_only: float = 0.3  # share of examples whose inputs are one-token modalities only (masking.py)
+    scalar_sigma: float = 0.0  # scalar targets smoothed over this many bins (ordinal_loss.py); 0 = official CE
 
     def __post_init__(self) -> None:
         if self.scalar_init not in INIT_CHOICES:
             raise ModelError(f"scalar_init {self.scalar_init!r} not known; accepted: {', '.join(INIT_CHOICES)}")
+        if not self.scalar_sigma >= 0:
+            raise ModelError(f"scalar_sigma must be >= 0 bins (0 = the official loss), got {self.scalar_sigma!r}")
 
 
 class MaskedModelingObjective(torch.nn.Module):
@@ -81,13 +85,18 @@ class MaskedModelingObjective(torch.nn.Module):
     model would bypass DDP's gradient sync, so DDP wraps this module instead.
     """
 
-    def __init__(self, model: torch.nn.Module, num_encoder_tokens: int, num_decoder_tokens: int):
+    def __init__(self, model: torch.nn.Module, num_encoder_tokens: int, num_decoder_tokens: int,
+                 scalar_sigma: float = 0.0):
         super().__init__()
         self.model = model
         self.num_encoder_tokens = num_encoder_tokens
         self.num_decoder_tokens = num_decoder_tokens
+        self.scalar_sigma = scalar_sigma
 
     def forward(self, mod_dict):
+        if self.scalar_sigma > 0:
+            return masked_modeling_loss(self.model, mod_dict, self.num_encoder_tokens, self.num_decoder_tokens,
+                                        self.scalar_sigma)
         return FourM.forward(self.model, mod_dict, self.num_encoder_tokens, self.num_decoder_tokens)
 
 
@@ -213,7 +222,7 @@ def pretrain(
     if config.scalar_init == "ordinal":
         init_scalar_embeddings(raw, seed=config.seed)
     raw = raw.to(info.device)
-    objective = MaskedModelingObjective(raw, n_in, n_tgt).to(info.device)
+    objective = MaskedModelingObjective(raw, n_in, n_tgt, config.scalar_sigma).to(info.device)
     opt = torch.optim.AdamW(_param_groups(raw, config.weight_decay), lr=config.lr, betas=(0.9, 0.95),
                             fused=info.device.type == "cuda")
     start = 0

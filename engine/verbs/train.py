@@ -36,6 +36,8 @@ def setup_parser(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--target-tokens", type=int, default=None, help="decoder token budget (default: preset)")
     g.add_argument("--checkpoint-every", type=int, default=None)
     g.add_argument("--log-every", type=int, default=None)
+    g.add_argument("--scalar-sigma", type=float, default=None,
+                   help="smooth scalar targets over this many quantile bins (Gaussian; default 0 = official CE)")
     g.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
     g.add_argument("--exclude-modalities", default="", help="comma-separated token keys to leave out of the model")
     g.add_argument("--save-dtype", default="float32", choices=("float32", "float16", "bfloat16"),
@@ -99,7 +101,8 @@ def run_cli(args: argparse.Namespace) -> int:
         cfg = PretrainConfig(seed=args.seed, **_given(args, max_steps="max_steps", batch_size="batch_size", lr="lr",
                                                       warmup="warmup", input_tokens="input_tokens",
                                                       target_tokens="target_tokens",
-                                                      checkpoint_every="checkpoint_every", log_every="log_every"))
+                                                      checkpoint_every="checkpoint_every", log_every="log_every",
+                                                      scalar_sigma="scalar_sigma"))
         summary["model"] = pretrain(args.dataset, args.out, preset, cfg, run_dir=args.run_dir,
                                     resume=args.resume,
                                     # `all` retrains the codecs, so old checkpoints are stale unless resuming
