@@ -228,8 +228,9 @@ def pretrain(
     start = 0
     if resume and ckpt is not None:
         meta = load_checkpoint(ckpt, model=raw, optimizer=opt)
-        changed = {k: (meta["config"].get(k), run_config[k]) for k in _RESUME_KEYS
-                   if meta["config"].get(k) != run_config[k]}
+        defaults = asdict(PretrainConfig())  # a key newer than the checkpoint had its default then
+        changed = {k: (meta["config"].get(k, defaults.get(k)), run_config[k]) for k in _RESUME_KEYS
+                   if meta["config"].get(k, defaults.get(k)) != run_config[k]}
         if changed or meta.get("world_size") != info.world_size:
             raise ModelError(f"{ckpt}: cannot resume exactly, settings changed {changed} "
                              f"(world size {meta.get('world_size')} -> {info.world_size}); use --restart")

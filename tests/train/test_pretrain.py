@@ -71,6 +71,17 @@ def test_kill_and_resume_gives_identical_weights(train_data, tiny_preset, codec_
     with pytest.raises(ModelError, match="batch_size"):
         pretrain(train_data, b, tiny_preset, dataclasses.replace(cfg, batch_size=2), run_dir=tmp_path / "run-b",
                  resume=True, evaluate=False)
+    with pytest.raises(ModelError, match="scalar_sigma"):
+        pretrain(train_data, b, tiny_preset, dataclasses.replace(cfg, scalar_sigma=8.0), run_dir=tmp_path / "run-b",
+                 resume=True, evaluate=False)
+    # a checkpoint written before a setting existed resumes when the setting is at its default
+    latest = json.loads((tmp_path / "run-b" / "checkpoints" / "latest.json").read_text())
+    meta_path = next((tmp_path / "run-b" / "checkpoints").glob(f"step-*{latest['step']}/meta.json"))
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["scalar_sigma"]
+    meta_path.write_text(json.dumps(meta))
+    assert pretrain(train_data, b, tiny_preset, cfg, run_dir=tmp_path / "run-b", resume=True,
+                    evaluate=False)["resumed_from"] == cfg.max_steps
 
 
 def _heldout_ce(summary) -> float:
