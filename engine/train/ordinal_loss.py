@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.model.modalities import spec
+from engine.train.metrics import decoder_outputs
 
 ORDINAL_KINDS = ("scalar", "xp")
 
@@ -64,8 +65,6 @@ def modality_losses(model, y: torch.Tensor, target_ids: torch.Tensor, decoder_mo
 def masked_modeling_loss(model, mod_dict: dict, num_encoder_tokens: int, num_decoder_tokens: int,
                          sigma: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``FourM.forward``'s loss with scalar targets smoothed by ``sigma`` bins (0: the official loss)."""
-    from engine.train.metrics import decoder_outputs
-
     y, target_ids, dmod = decoder_outputs(model, mod_dict, num_encoder_tokens, num_decoder_tokens)
     keys = [k for k in mod_dict if k in model.decoder_embeddings]
     mod_loss = modality_losses(model, y, target_ids, dmod, keys, ordinal_keys(keys), sigma)
