@@ -17,12 +17,18 @@ Per example (following the AION-1 paper, §pretraining):
 4. draw a target weight per present modality from a Beta distribution skewed to zero and
    take exactly the target budget from the tokens not shown, by weighted sampling without
    replacement (a few modalities dominate each example's targets, most get none).
+5. with probability ``readout_draws`` the example is instead a *read-out* draw
+   (``_readout_example``): each one-token modality shown or hidden whole, some tokens of one
+   array modality beside them, the hidden one-token modalities as targets: the query "redshift
+   (or a flux) given the image and the rest of the catalogue" that the decoder-refinement stage
+   (``docs/training.md``) trains on.
 
 Budgets are EXACT (scalar-only draws show fewer inputs, see 3): ``FourM.forward`` keeps the first ``num_encoder_tokens`` unmasked tokens
 in concatenation order and silently drops the rest, so an example over budget would lose its
 last modalities' tokens without any error. Every example gets exactly
 ``min(input_budget, available - 1)`` inputs (one token is always left for a target) and
-``min(target_budget, available - inputs)`` targets.
+``min(target_budget, available - inputs)`` targets (read-out draws, 5., show at most the input
+budget and ask for the hidden one-token modalities up to the target budget).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ class MaskingConfig:
     input_dirichlet_alpha: float = 1.0
     input_withhold: float = 0.5
     scalar_inputs_only: float = 0.0  # probability of an input drawn from one-token modalities only
+    readout_draws: float = 0.0  # probability of a read-out draw (whole scalars shown or asked for, see 5.)
     target_beta: tuple[float, float] = (0.3, 1.5)  # mean 0.17: skewed to zero
 
     def __post_init__(self) -> None:
@@ -50,11 +57,11 @@ class MaskingConfig:
             raise ValueError(
                 f"token budgets must be >= 1, got input {self.input_budget!r}, target {self.target_budget!r}"
             )
-        if not 0.0 <= self.scalar_inputs_only <= 1.0 or not 0.0 <= self.input_withhold <= 1.0:
-            raise ValueError(
-                f"probabilities must be in [0, 1], got scalar_inputs_only {self.scalar_inputs_only!r}, "
-                f"input_withhold {self.input_withhold!r}"
-            )
+        probabilities = {"scalar_inputs_only": self.scalar_inputs_only, "readout_draws": self.readout_draws,
+                         "input_withhold": self.input_withhold}
+        bad = {k: v for k, v in probabilities.items() if not 0.0 <= v <= 1.0}
+        if bad:
+            raise ValueError(f"probabilities must be in [0, 1], got {bad}")
         if self.input_dirichlet_alpha <= 0 or min(self.target_beta) <= 0:
             raise ValueError(
                 f"distribution parameters must be > 0, got alpha {self.input_dirichlet_alpha!r}, "
@@ -88,6 +95,10 @@ def sample_example(
         if available == 1:  # a lone token can only be a target
             target[starts[mods[0]]] = True
         return shown, target
+
+    singles = mods[counts[mods] == 1]
+    if config.readout_draws > 0 and len(singles) >= 2 and rng.random() < config.readout_draws:
+        return _readout_example(counts, mods, singles, starts, config, rng, shown, target)
 
     input_mods = mods
     n_in = min(config.input_budget, available - 1)
@@ -125,6 +136,36 @@ def sample_example(
     per_token = weights[mod_of_token[candidates]] / counts[mod_of_token[candidates]]
     order = _weighted_order(rng, per_token)
     target[candidates[order[:n_tgt]]] = True
+    return shown, target
+
+
+READOUT_HIDE = 0.2  # a read-out draw hides each one-token modality with this probability
+
+
+def _readout_example(counts, mods, singles, starts, config: MaskingConfig, rng: np.random.Generator,
+                     shown: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A *read-out* draw: whole one-token modalities shown or asked for, the way they are used.
+
+    Each present one-token modality is hidden with probability ``READOUT_HIDE`` (at least one is); a
+    random number of one array modality's tokens (image, spectrum, XP) fills the input budget that
+    is left; the targets are the hidden one-token modalities (up to the target budget). The
+    default sampler rarely shows the full photometry *and* asks for redshift, which is exactly
+    the query an astronomer makes; the decoder-refinement stage trains on it.
+    """
+    hidden = rng.random(len(singles)) < READOUT_HIDE
+    if hidden.all() or not hidden.any():
+        hidden[:] = False
+        hidden[rng.integers(len(singles))] = True
+    show = rng.permutation(singles[~hidden])[: config.input_budget]
+    shown[starts[show]] = True
+    rest = config.input_budget - len(show)
+    arrays = mods[counts[mods] > 1]
+    if rest > 0 and len(arrays):
+        a = int(rng.choice(arrays))
+        n = int(rng.integers(0, min(int(counts[a]), rest) + 1))
+        shown[starts[a] + rng.permutation(int(counts[a]))[:n]] = True
+    asked = rng.permutation(singles[hidden])[: config.target_budget]
+    target[starts[asked]] = True
     return shown, target
 
 

@@ -15,6 +15,7 @@ optimizer and RNG states plus the step, so a run killed at any point and resumed
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -50,7 +51,8 @@ SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": t
 
 #: Config keys that must match for a resume to be exact.
 _RESUME_KEYS = ("batch_size", "seed", "max_steps", "lr", "warmup", "weight_decay", "input_tokens",
-                "target_tokens", "grad_clip", "scalar_init", "scalar_inputs_only", "scalar_sigma")
+                "target_tokens", "grad_clip", "scalar_init", "scalar_inputs_only", "scalar_sigma",
+                "init_from", "freeze_encoder", "readout_draws")
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,19 @@ class PretrainConfig:
     scalar_init: str = "ordinal"  # scalar token rows: smooth over bins, or official random (ordinal_init.py)
     scalar_inputs_only: float = 0.3  # share of examples whose inputs are one-token modalities only (masking.py)
     scalar_sigma: float = 0.0  # scalar targets smoothed over this many bins (ordinal_loss.py); 0 = official CE
+    # decoder refinement (a second stage, docs/training.md): start from a trained model folder's
+    # transformer, keep its encoder fixed, and ask for the one-token modalities more often
+    init_from: str | None = None  # model folder whose transformer weights the run starts from
+    freeze_encoder: bool = False  # encoder embeddings, blocks and norm fixed: embeddings stay bit-identical
+    readout_draws: float = 0.0  # share of read-out draws: whole scalars shown or asked for (masking.py)
 
     def __post_init__(self) -> None:
         if self.scalar_init not in INIT_CHOICES:
             raise ModelError(f"scalar_init {self.scalar_init!r} not known; accepted: {', '.join(INIT_CHOICES)}")
         if not self.scalar_sigma >= 0:
             raise ModelError(f"scalar_sigma must be >= 0 bins (0 = the official loss), got {self.scalar_sigma!r}")
+        if not 0.0 <= self.readout_draws <= 1.0:
+            raise ModelError(f"readout_draws is a probability in [0, 1], got {self.readout_draws!r}")
 
 
 class MaskedModelingObjective(torch.nn.Module):
@@ -100,11 +109,33 @@ class MaskedModelingObjective(torch.nn.Module):
         return FourM.forward(self.model, mod_dict, self.num_encoder_tokens, self.num_decoder_tokens)
 
 
-def default_run_dir(model_dir: Path) -> Path:
-    """``runs/<model name>/`` beside the project (git-ignored): checkpoints, token cache, metrics."""
+ENCODER_PREFIX = "encoder"  # encoder_embeddings.*, encoder.* (blocks), encoder_norm.* in aion.AION
+
+
+def start_weights(raw: torch.nn.Module, model_dir: Path) -> None:
+    """Copy a trained model folder's transformer weights into ``raw`` (same preset and modalities)."""
+    from engine.model.loading import load_transformer
+
+    trained = load_transformer(model_dir).float().state_dict()
+    mine = raw.state_dict()
+    missing, extra = sorted(set(mine) - set(trained)), sorted(set(trained) - set(mine))
+    shapes = sorted(k for k in set(mine) & set(trained) if mine[k].shape != trained[k].shape)
+    if missing or extra or shapes:
+        raise ModelError(
+            f"--init-from {model_dir}: its transformer does not match this run's preset and modalities "
+            f"(missing {missing[:5]}, unexpected {extra[:5]}, other shapes {shapes[:5]}); pass the same "
+            "--preset and --exclude-modalities it was trained with"
+        )
+    raw.load_state_dict(trained, strict=True)
+
+
+def default_run_dir(model_dir: Path, stage: str = "pretrain") -> Path:
+    """``runs/<model name>/`` beside the project (git-ignored): checkpoints, token cache, metrics;
+    ``runs/<model name>-refine/`` for a refinement, so it never meets the pretraining's checkpoints."""
     from engine.paths import PROJECT_ROOT
 
-    return PROJECT_ROOT / "runs" / Path(model_dir).resolve().name
+    name = Path(model_dir).resolve().name
+    return PROJECT_ROOT / "runs" / (name if stage == "pretrain" else f"{name}-{stage}")
 
 
 def batch_rows(train_rows: np.ndarray, step: int, batch_size: int, info: distributed.DistInfo, seed: int):
@@ -178,11 +209,18 @@ def pretrain(
     if unknown:
         raise ModelError(f"cannot exclude unknown modality {unknown}; accepted: {', '.join(MODALITIES)}")
     info = distributed.setup(device)
-    model_dir, run_dir = Path(model_dir), Path(run_dir) if run_dir else default_run_dir(Path(model_dir))
+    model_dir = Path(model_dir)
+    run_dir = Path(run_dir) if run_dir else default_run_dir(model_dir, _stage(config))
     n_in = config.input_tokens or preset.input_tokens
     n_tgt = config.target_tokens or preset.target_tokens
-    masking = MaskingConfig(input_budget=n_in, target_budget=n_tgt, scalar_inputs_only=config.scalar_inputs_only)
-    run_config = {**asdict(config), "input_tokens": n_in, "target_tokens": n_tgt, "preset": preset.name,
+    masking = MaskingConfig(input_budget=n_in, target_budget=n_tgt, scalar_inputs_only=config.scalar_inputs_only,
+                            readout_draws=config.readout_draws)
+    init_from = str(Path(config.init_from).resolve()) if config.init_from else None
+    if init_from:
+        from engine.model.loading import read_config
+
+        read_config(Path(init_from))  # a missing or broken start model fails now, not after tokenizing
+    run_config = {**asdict(config), "init_from": init_from, "input_tokens": n_in, "target_tokens": n_tgt, "preset": preset.name,
                   "exclude_keys": sorted(exclude_keys), "save_dtype": save_dtype}
 
     ds = open_dataset(dataset_dir)
@@ -219,8 +257,14 @@ def pretrain(
     # --- model, optimizer, resume -------------------------------------------------------------
     torch.manual_seed(config.seed)
     raw = build_model(preset, keys)
-    if config.scalar_init == "ordinal":
+    if init_from:
+        start_weights(raw, Path(init_from))
+    elif config.scalar_init == "ordinal":
         init_scalar_embeddings(raw, seed=config.seed)
+    if config.freeze_encoder:
+        for name, p in raw.named_parameters():
+            if name.startswith(ENCODER_PREFIX):
+                p.requires_grad_(False)
     raw = raw.to(info.device)
     objective = MaskedModelingObjective(raw, n_in, n_tgt, config.scalar_sigma).to(info.device)
     opt = torch.optim.AdamW(_param_groups(raw, config.weight_decay), lr=config.lr, betas=(0.9, 0.95),
@@ -297,7 +341,9 @@ def pretrain(
         if evaluate:
             from engine.train import metrics
 
-            summary["evaluation"] = metrics.evaluate(raw, codecs, table, ds, val_rows, train_rows, masking,
+            # held-out masks from the default sampler, so runs with read-out draws compare like for like
+            eval_masking = dataclasses.replace(masking, readout_draws=0.0)
+            summary["evaluation"] = metrics.evaluate(raw, codecs, table, ds, val_rows, train_rows, eval_masking,
                                                      batch_size=config.batch_size, n_batches=config.eval_batches,
                                                      seed=config.seed, device=info.device)
         write_json_atomic(run_dir / "summary.json", summary)
@@ -306,24 +352,35 @@ def pretrain(
         try:
             from engine.train import plots
 
-            plots.loss_curve(metrics_path, report_dir / "pretrain_loss.png")
+            plots.loss_curve(metrics_path, report_dir / f"{_stage(config)}_loss.png")
         except Exception as exc:  # the JSONL is the record; the PNG is a convenience
             log.warning("loss curve plot failed: %s", exc)
-        _install_model(model_dir, raw.cpu().to(SAVE_DTYPES[save_dtype]), codecs, summary, preset, run_dir)
+        _install_model(model_dir, raw.cpu().to(SAVE_DTYPES[save_dtype]), codecs, summary, preset, run_dir,
+                       _stage(config))
     distributed.barrier(info)
     del model  # the DDP reducer must not hold the process group's last reference (see teardown)
     distributed.teardown(info)
     return summary
 
 
-def _install_model(model_dir: Path, raw, codecs: CodecSet, summary: dict, preset: ModelPreset, run_dir: Path) -> None:
-    """Write the model folder atomically, keeping the codec report and adding the pretraining one."""
+def _stage(config: PretrainConfig) -> str:
+    """Report name: ``pretrain`` for a run from scratch, ``refine`` for one started from a trained model."""
+    return "refine" if config.init_from else "pretrain"
+
+
+def _install_model(model_dir: Path, raw, codecs: CodecSet, summary: dict, preset: ModelPreset, run_dir: Path,
+                   stage: str = "pretrain") -> None:
+    """Write the model folder atomically, keeping the codec report (and, for a refinement, the
+    pretraining report) and adding this run's."""
     keep = {}
     old_report = model_dir / "report"
     if old_report.is_dir():
         keep = {p.name: p.read_bytes() for p in old_report.iterdir() if p.is_file()}
-    meta = {"preset": preset.to_dict(), "training": {k: v for k, v in summary.items() if k != "evaluation"},
-            "evaluation": summary.get("evaluation", {})}
+    old_top = {}
+    if stage == "refine" and (model_dir / "report.json").is_file():
+        old_top = json.loads((model_dir / "report.json").read_text())
+    training = {k: v for k, v in summary.items() if k != "evaluation"}
+    meta = {"preset": preset.to_dict(), "training": training, "evaluation": summary.get("evaluation", {})}
     save_model(model_dir, raw, codecs, meta)
     new_report = model_dir / "report"
     new_report.mkdir(exist_ok=True)
@@ -331,11 +388,13 @@ def _install_model(model_dir: Path, raw, codecs: CodecSet, summary: dict, preset
         (new_report / name).write_bytes(data)
     for path in (run_dir / "report").glob("*"):
         shutil.copy2(path, new_report / path.name)
-    write_json_atomic(new_report / "pretrain.json", summary)
+    write_json_atomic(new_report / f"{stage}.json", summary)
     codec_report = json.loads(keep["codecs.json"]) if "codecs.json" in keep else {}
-    write_json_atomic(model_dir / "report.json", {
-        "codecs": codec_report.get("codecs", {}),
-        "codec_training": codec_report.get("training", {}),
-        "pretraining": {k: v for k, v in summary.items() if k != "evaluation"},
-        "evaluation": summary.get("evaluation", {}),
-    })
+    top = {"codecs": codec_report.get("codecs", {}), "codec_training": codec_report.get("training", {}),
+           "pretraining": training}
+    if stage == "refine":
+        top["pretraining"] = old_top.get("pretraining", {})
+        top["pretraining_evaluation"] = old_top.get("evaluation", {})
+        top["refinement"] = training
+    top["evaluation"] = summary.get("evaluation", {})
+    write_json_atomic(model_dir / "report.json", top)

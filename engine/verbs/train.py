@@ -38,6 +38,13 @@ def setup_parser(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--log-every", type=int, default=None)
     g.add_argument("--scalar-sigma", type=float, default=None,
                    help="smooth scalar targets over this many quantile bins (Gaussian; default 0 = official CE)")
+    g.add_argument("--init-from", default=None,
+                   help="start from this trained model folder's transformer (a refinement stage) instead of fresh weights")
+    g.add_argument("--freeze-encoder", action="store_true",
+                   help="keep the encoder fixed (its embeddings, indexes and probes stay valid); train the decoder")
+    g.add_argument("--readout-draws", type=float, default=None,
+                   help="share of read-out draws: each one-token modality shown or asked for whole, beside part "
+                        "of an image or spectrum (default 0)")
     g.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
     g.add_argument("--exclude-modalities", default="", help="comma-separated token keys to leave out of the model")
     g.add_argument("--save-dtype", default="float32", choices=("float32", "float16", "bfloat16"),
@@ -86,6 +93,10 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.resume and args.restart:
         print("aion-engine train: error: --resume and --restart exclude each other", file=sys.stderr)
         return 2
+    if args.what == "all" and args.init_from:
+        print("aion-engine train: error: --init-from refines a trained model with `train model`; "
+              "`train all` retrains its codecs first", file=sys.stderr)
+        return 2
     preset = _preset(args.preset)
     summary: dict = {}
     if args.what in ("codecs", "all"):
@@ -102,7 +113,9 @@ def run_cli(args: argparse.Namespace) -> int:
                                                       warmup="warmup", input_tokens="input_tokens",
                                                       target_tokens="target_tokens",
                                                       checkpoint_every="checkpoint_every", log_every="log_every",
-                                                      scalar_sigma="scalar_sigma"))
+                                                      scalar_sigma="scalar_sigma", init_from="init_from",
+                                                      readout_draws="readout_draws"),
+                           freeze_encoder=args.freeze_encoder)
         summary["model"] = pretrain(args.dataset, args.out, preset, cfg, run_dir=args.run_dir,
                                     resume=args.resume,
                                     # `all` retrains the codecs, so old checkpoints are stale unless resuming

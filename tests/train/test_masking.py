@@ -92,5 +92,41 @@ def test_scalar_inputs_only_draws_show_one_token_modalities_and_leave_some_as_ta
     in_half, _ = sample_masks(COUNTS, present, MaskingConfig(64, 32, scalar_inputs_only=0.5), rng)
     shows_image = (~in_half["tok_image"]).any(1).mean()
     assert 0.2 < shows_image < 0.8
-    with pytest.raises(ValueError, match="scalar_inputs_only 1.5"):
+    with pytest.raises(ValueError, match="'scalar_inputs_only': 1.5"):
         MaskingConfig(64, 32, scalar_inputs_only=1.5)
+
+
+def test_readout_draws_show_or_ask_for_whole_scalars_beside_part_of_one_array():
+    """A read-out draw (probability 1): every present one-token modality is either shown or a
+    target, at least one is a target, arrays are never targets and at most one array is shown;
+    budgets hold; with probability 0 the draws are the default sampler's, bit for bit."""
+    singles = [k for k, n in COUNTS.items() if n == 1]
+    arrays = [k for k, n in COUNTS.items() if n > 1]
+    present = {k: np.random.default_rng(i).random(300) < 0.8 for i, k in enumerate(COUNTS)}
+    n_singles = sum(present[k].astype(int) for k in singles)
+    readout = n_singles >= 2  # fewer than two scalars: the default draw
+    in_mask, tgt_mask = sample_masks(COUNTS, present, MaskingConfig(64, 32, readout_draws=1.0),
+                                     np.random.default_rng(5))
+    assert readout.mean() > 0.5
+    for k in singles:
+        shown, asked = ~in_mask[k][:, 0], ~tgt_mask[k][:, 0]
+        assert not (shown & asked).any()
+        assert np.array_equal((shown | asked)[readout], present[k][readout]), k
+    asked = sum((~tgt_mask[k][:, 0]).astype(int) for k in singles)
+    assert (asked[readout] >= 1).all()
+    assert all(tgt_mask[k][readout].all() for k in arrays)
+    arrays_shown = sum((~in_mask[k]).any(1).astype(int) for k in arrays)
+    assert arrays_shown[readout].max() <= 1 and arrays_shown[readout].mean() > 0.3
+    n_in = sum((~in_mask[k]).sum(1) for k in COUNTS)
+    assert n_in.max() <= 64
+    # budgets of 1: one input at most, one target
+    in1, tgt1 = sample_masks(COUNTS, present, MaskingConfig(1, 1, readout_draws=1.0), np.random.default_rng(5))
+    assert sum((~in1[k]).sum(1) for k in COUNTS).max() <= 1
+    assert sum((~tgt1[k]).sum(1) for k in COUNTS)[readout].max() == 1
+    # probability 0 leaves the default stream untouched
+    a = sample_masks(COUNTS, present, MaskingConfig(64, 32), np.random.default_rng(9))
+    b = sample_masks(COUNTS, present, MaskingConfig(64, 32, readout_draws=0.0), np.random.default_rng(9))
+    for k in COUNTS:
+        assert np.array_equal(a[0][k], b[0][k]) and np.array_equal(a[1][k], b[1][k])
+    with pytest.raises(ValueError, match="'readout_draws': -0.1"):
+        MaskingConfig(64, 32, readout_draws=-0.1)

@@ -16,7 +16,7 @@ import torch
 from engine.errors import ModelError
 from engine.model.loading import load_model
 from engine.train.codec_training import CodecTrainConfig, train_codecs
-from engine.train.pretrain import PretrainConfig, params_digest, pretrain
+from engine.train.pretrain import PretrainConfig, default_run_dir, params_digest, pretrain
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,6 +112,43 @@ def test_model_learns_and_reports(train_data, tiny_preset, codec_dir, tmp_path):
     assert report["evaluation"]["masked_token_accuracy"] == ev["masked_token_accuracy"]
 
 
+def test_refinement_keeps_the_encoder_and_both_reports(train_data, tiny_preset, codec_dir, tmp_path):
+    """``--init-from`` + ``--freeze-encoder``: the run starts from the trained weights, the encoder
+    comes out bit-identical (embeddings, indexes and probes stay valid), the decoder moves, and the
+    model folder keeps the pretraining report beside the refinement's."""
+    base = _copy_model(codec_dir, tmp_path / "base")
+    pretrain(train_data, base, tiny_preset, PretrainConfig(max_steps=6, batch_size=4, warmup=2, log_every=2,
+                                                           checkpoint_every=100, eval_batches=1),
+             run_dir=tmp_path / "run-base")
+    refined = _copy_model(base, tmp_path / "refined")
+    cfg = PretrainConfig(max_steps=6, batch_size=4, warmup=2, lr=3e-3, log_every=2, checkpoint_every=100,
+                         eval_batches=1, init_from=str(base), freeze_encoder=True, readout_draws=0.5,
+                         scalar_sigma=4.0)
+    summary = pretrain(train_data, refined, tiny_preset, cfg, run_dir=tmp_path / "run-refine")
+    before, after = load_model(base).model.state_dict(), load_model(refined).model.state_dict()
+    encoder = [k for k in before if k.startswith("encoder")]
+    decoder_blocks = [k for k in before if k.startswith("decoder.") and before[k].ndim == 2]  # the linear layers
+    assert encoder and decoder_blocks
+    assert all(torch.equal(before[k], after[k]) for k in encoder)
+    assert all(not torch.equal(before[k], after[k]) for k in decoder_blocks)
+    report = json.loads((refined / "report.json").read_text())
+    assert report["pretraining"]["config"]["init_from"] is None and report["pretraining"]["steps"] == 6
+    assert report["refinement"]["config"]["init_from"] == str(base.resolve())
+    assert report["evaluation"] == summary["evaluation"]
+    for name in ("pretrain.json", "pretrain_loss.png", "refine.json", "refine_loss.png", "codecs.json"):
+        assert (refined / "report" / name).is_file(), name
+    # a start model of another shape is refused with the flag's name, before any training
+    with pytest.raises(ModelError, match="--init-from"):
+        pretrain(train_data, _copy_model(codec_dir, tmp_path / "other"), tiny_preset, cfg,
+                 run_dir=tmp_path / "run-other", exclude_keys=["tok_z"])
+    with pytest.raises(ModelError, match="config.json"):  # a missing one at once
+        pretrain(train_data, refined, tiny_preset, dataclasses.replace(cfg, init_from=str(tmp_path / "nope")),
+                 run_dir=tmp_path / "run-nope")
+    # by default a refinement never shares the pretraining's run folder (its checkpoints)
+    assert default_run_dir(refined, "refine").name == "refined-refine"
+    assert default_run_dir(refined).name == "refined"
+
+
 @pytest.mark.slow
 def test_torchrun_two_ranks_gloo(train_data, tiny_preset, codec_dir, tmp_path):
     """The CLI under `torchrun --nproc_per_node=2` (gloo on CPU): loss decreases, ranks end identical."""
@@ -160,3 +197,15 @@ def test_cli_train_all_and_bad_input(train_data, tiny_preset, tmp_path, capsys):
     bad.write_text(json.dumps({"base": "nano", "dimm": 3}))
     assert main(["train", "model", "--dataset", str(train_data), "--preset", str(bad), "--out", str(out)]) == 2
     assert "'dimm'" in capsys.readouterr().err
+    # the refinement flags reach the run from the CLI (a 2-step decoder refinement of the model above) ...
+    rc = main(["train", "model", "--dataset", str(train_data), "--preset", str(preset_json), "--out", str(out),
+               "--run-dir", str(tmp_path / "run-refine"), "--init-from", str(out), "--freeze-encoder",
+               "--readout-draws", "0.5", "--max-steps", "2", "--batch-size", "4", "--warmup", "1", "--no-eval",
+               "--device", "cpu", "--json"])
+    assert rc == 0
+    config = json.loads((out / "report.json").read_text())["refinement"]["config"]
+    assert config["freeze_encoder"] and config["readout_draws"] == 0.5 and config["init_from"] == str(out.resolve())
+    # ... and `train all` refuses them: it retrains the codecs first
+    capsys.readouterr()
+    assert main(["train", "all", "--dataset", str(train_data), "--out", str(out), "--init-from", str(out)]) == 2
+    assert "--init-from" in capsys.readouterr().err
