@@ -22,13 +22,18 @@ Per example (following the AION-1 paper, §pretraining):
    array modality beside them, the hidden one-token modalities as targets: the query "redshift
    (or a flux) given the image and the rest of the catalogue" that the decoder-refinement stage
    (``docs/training.md``) trains on.
+6. with probability ``copy_draws`` the targets of a default draw are replaced by the one-token
+   modalities it *shows* (the encoder sees them and the decoder must name them, like BERT's
+   unchanged tokens): in the decoder-refinement runs it kept the mean redshift read-out near the
+   truth (docs/training.md).
 
 Budgets are EXACT (scalar-only draws show fewer inputs, see 3): ``FourM.forward`` keeps the first ``num_encoder_tokens`` unmasked tokens
 in concatenation order and silently drops the rest, so an example over budget would lose its
 last modalities' tokens without any error. Every example gets exactly
 ``min(input_budget, available - 1)`` inputs (one token is always left for a target) and
 ``min(target_budget, available - inputs)`` targets (read-out draws, 5., show at most the input
-budget and ask for the hidden one-token modalities up to the target budget).
+budget and ask for the hidden one-token modalities up to the target budget; copy draws, 6., ask for
+at most the target budget of shown ones).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class MaskingConfig:
     input_withhold: float = 0.5
     scalar_inputs_only: float = 0.0  # probability of an input drawn from one-token modalities only
     readout_draws: float = 0.0  # probability of a read-out draw (whole scalars shown or asked for, see 5.)
+    copy_draws: float = 0.0  # probability of a copy draw (the shown one-token modalities are the targets, see 6.)
     target_beta: tuple[float, float] = (0.3, 1.5)  # mean 0.17: skewed to zero
 
     def __post_init__(self) -> None:
@@ -58,7 +64,7 @@ class MaskingConfig:
                 f"token budgets must be >= 1, got input {self.input_budget!r}, target {self.target_budget!r}"
             )
         probabilities = {"scalar_inputs_only": self.scalar_inputs_only, "readout_draws": self.readout_draws,
-                         "input_withhold": self.input_withhold}
+                         "copy_draws": self.copy_draws, "input_withhold": self.input_withhold}
         bad = {k: v for k, v in probabilities.items() if not 0.0 <= v <= 1.0}
         if bad:
             raise ValueError(f"probabilities must be in [0, 1], got {bad}")
@@ -136,6 +142,11 @@ def sample_example(
     per_token = weights[mod_of_token[candidates]] / counts[mod_of_token[candidates]]
     order = _weighted_order(rng, per_token)
     target[candidates[order[:n_tgt]]] = True
+    if config.copy_draws > 0 and rng.random() < config.copy_draws:
+        copies = np.flatnonzero(shown & (counts[mod_of_token] == 1))
+        if len(copies):  # a copy draw: the shown one-token modalities are the targets
+            target[:] = False
+            target[rng.permutation(copies)[: config.target_budget]] = True
     return shown, target
 
 

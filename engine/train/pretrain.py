@@ -52,7 +52,7 @@ SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": t
 #: Config keys that must match for a resume to be exact.
 _RESUME_KEYS = ("batch_size", "seed", "max_steps", "lr", "warmup", "weight_decay", "input_tokens",
                 "target_tokens", "grad_clip", "scalar_init", "scalar_inputs_only", "scalar_sigma",
-                "init_from", "freeze_encoder", "readout_draws")
+                "init_from", "freeze_encoder", "readout_draws", "copy_draws")
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,16 @@ class PretrainConfig:
     init_from: str | None = None  # model folder whose transformer weights the run starts from
     freeze_encoder: bool = False  # encoder embeddings, blocks and norm fixed: embeddings stay bit-identical
     readout_draws: float = 0.0  # share of read-out draws: whole scalars shown or asked for (masking.py)
+    copy_draws: float = 0.0  # share of copy draws: the shown scalars are the targets (masking.py)
 
     def __post_init__(self) -> None:
         if self.scalar_init not in INIT_CHOICES:
             raise ModelError(f"scalar_init {self.scalar_init!r} not known; accepted: {', '.join(INIT_CHOICES)}")
         if not self.scalar_sigma >= 0:
             raise ModelError(f"scalar_sigma must be >= 0 bins (0 = the official loss), got {self.scalar_sigma!r}")
-        if not 0.0 <= self.readout_draws <= 1.0:
-            raise ModelError(f"readout_draws is a probability in [0, 1], got {self.readout_draws!r}")
+        for name in ("readout_draws", "copy_draws"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ModelError(f"{name} is a probability in [0, 1], got {getattr(self, name)!r}")
 
 
 class MaskedModelingObjective(torch.nn.Module):
@@ -214,7 +216,7 @@ def pretrain(
     n_in = config.input_tokens or preset.input_tokens
     n_tgt = config.target_tokens or preset.target_tokens
     masking = MaskingConfig(input_budget=n_in, target_budget=n_tgt, scalar_inputs_only=config.scalar_inputs_only,
-                            readout_draws=config.readout_draws)
+                            readout_draws=config.readout_draws, copy_draws=config.copy_draws)
     init_from = str(Path(config.init_from).resolve()) if config.init_from else None
     if init_from:
         from engine.model.loading import read_config
@@ -341,8 +343,8 @@ def pretrain(
         if evaluate:
             from engine.train import metrics
 
-            # held-out masks from the default sampler, so runs with read-out draws compare like for like
-            eval_masking = dataclasses.replace(masking, readout_draws=0.0)
+            # held-out masks from the default sampler, so runs with read-out/copy draws compare like for like
+            eval_masking = dataclasses.replace(masking, readout_draws=0.0, copy_draws=0.0)
             summary["evaluation"] = metrics.evaluate(raw, codecs, table, ds, val_rows, train_rows, eval_masking,
                                                      batch_size=config.batch_size, n_batches=config.eval_batches,
                                                      seed=config.seed, device=info.device)

@@ -45,6 +45,8 @@ def setup_parser(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--readout-draws", type=float, default=None,
                    help="share of read-out draws: each one-token modality shown or asked for whole, beside part "
                         "of an image or spectrum (default 0)")
+    g.add_argument("--copy-draws", type=float, default=None,
+                   help="share of copy draws: the one-token modalities shown are also the targets (default 0)")
     g.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
     g.add_argument("--exclude-modalities", default="", help="comma-separated token keys to leave out of the model")
     g.add_argument("--save-dtype", default="float32", choices=("float32", "float16", "bfloat16"),
@@ -114,7 +116,7 @@ def run_cli(args: argparse.Namespace) -> int:
                                                       target_tokens="target_tokens",
                                                       checkpoint_every="checkpoint_every", log_every="log_every",
                                                       scalar_sigma="scalar_sigma", init_from="init_from",
-                                                      readout_draws="readout_draws"),
+                                                      readout_draws="readout_draws", copy_draws="copy_draws"),
                            freeze_encoder=args.freeze_encoder)
         summary["model"] = pretrain(args.dataset, args.out, preset, cfg, run_dir=args.run_dir,
                                     resume=args.resume,

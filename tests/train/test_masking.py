@@ -130,3 +130,29 @@ def test_readout_draws_show_or_ask_for_whole_scalars_beside_part_of_one_array():
         assert np.array_equal(a[0][k], b[0][k]) and np.array_equal(a[1][k], b[1][k])
     with pytest.raises(ValueError, match="'readout_draws': -0.1"):
         MaskingConfig(64, 32, readout_draws=-0.1)
+
+
+def test_copy_draws_ask_for_the_shown_one_token_modalities():
+    """A copy draw (probability 1): the targets are exactly the shown one-token modalities (up to
+    the budget); a draw that shows none keeps its default targets; probability 0 changes nothing."""
+    singles = [k for k, n in COUNTS.items() if n == 1]
+    present = {k: np.ones(300, bool) for k in COUNTS}
+    in_mask, tgt_mask = sample_masks(COUNTS, present, MaskingConfig(64, 32, copy_draws=1.0), np.random.default_rng(2))
+    shown_singles = sum((~in_mask[k][:, 0]).astype(int) for k in singles)
+    copied = shown_singles > 0
+    assert 0.2 < copied.mean() < 1.0
+    for k in singles:
+        assert np.array_equal((~tgt_mask[k][:, 0])[copied], (~in_mask[k][:, 0])[copied]), k
+    for k, n in COUNTS.items():
+        if n > 1:
+            assert tgt_mask[k][copied].all(), f"{k} asked for in a copy draw"
+    n_tgt = sum((~tgt_mask[k]).sum(1) for k in COUNTS)
+    assert (n_tgt[~copied] > 0).all()  # nothing to copy: the default targets stay
+    _, tgt1 = sample_masks(COUNTS, present, MaskingConfig(64, 1, copy_draws=1.0), np.random.default_rng(2))
+    assert sum((~tgt1[k]).sum(1) for k in COUNTS).max() == 1
+    a = sample_masks(COUNTS, present, MaskingConfig(64, 32), np.random.default_rng(4))
+    b = sample_masks(COUNTS, present, MaskingConfig(64, 32, copy_draws=0.0), np.random.default_rng(4))
+    for k in COUNTS:
+        assert np.array_equal(a[0][k], b[0][k]) and np.array_equal(a[1][k], b[1][k])
+    with pytest.raises(ValueError, match="'copy_draws': 2"):
+        MaskingConfig(64, 32, copy_draws=2)

@@ -200,11 +200,12 @@ def test_cli_train_all_and_bad_input(train_data, tiny_preset, tmp_path, capsys):
     # the refinement flags reach the run from the CLI (a 2-step decoder refinement of the model above) ...
     rc = main(["train", "model", "--dataset", str(train_data), "--preset", str(preset_json), "--out", str(out),
                "--run-dir", str(tmp_path / "run-refine"), "--init-from", str(out), "--freeze-encoder",
-               "--readout-draws", "0.5", "--max-steps", "2", "--batch-size", "4", "--warmup", "1", "--no-eval",
+               "--readout-draws", "0.5", "--copy-draws", "0.25", "--max-steps", "2", "--batch-size", "4", "--warmup", "1", "--no-eval",
                "--device", "cpu", "--json"])
     assert rc == 0
     config = json.loads((out / "report.json").read_text())["refinement"]["config"]
-    assert config["freeze_encoder"] and config["readout_draws"] == 0.5 and config["init_from"] == str(out.resolve())
+    assert config["freeze_encoder"] and config["readout_draws"] == 0.5 and config["copy_draws"] == 0.25
+    assert config["init_from"] == str(out.resolve())
     # ... and `train all` refuses them: it retrains the codecs first
     capsys.readouterr()
     assert main(["train", "all", "--dataset", str(train_data), "--out", str(out), "--init-from", str(out)]) == 2
