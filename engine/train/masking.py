@@ -108,11 +108,10 @@ def sample_example(
 
     input_mods = mods
     n_in = min(config.input_budget, available - 1)
-    if config.scalar_inputs_only > 0 and rng.random() < config.scalar_inputs_only:
-        singles = mods[counts[mods] == 1]
-        if len(singles) >= 2:  # show 1 .. n-1 of them, so some scalars stay targets
-            input_mods = singles
-            n_in = min(n_in, int(rng.integers(1, len(singles))))
+    # (the draw comes first, so the random stream is the same whatever the number of scalars)
+    if config.scalar_inputs_only > 0 and rng.random() < config.scalar_inputs_only and len(singles) >= 2:
+        input_mods = singles  # show 1 .. n-1 of them, so some scalars stay targets
+        n_in = min(n_in, int(rng.integers(1, len(singles))))
     anchor = int(rng.choice(input_mods))
     n_anchor = int(rng.integers(1, min(int(counts[anchor]), n_in) + 1))
     anchor_tokens = starts[anchor] + rng.permutation(int(counts[anchor]))

@@ -84,9 +84,11 @@ class PretrainConfig:
             raise ModelError(f"scalar_init {self.scalar_init!r} not known; accepted: {', '.join(INIT_CHOICES)}")
         if not self.scalar_sigma >= 0:
             raise ModelError(f"scalar_sigma must be >= 0 bins (0 = the official loss), got {self.scalar_sigma!r}")
-        for name in ("readout_draws", "copy_draws"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ModelError(f"{name} is a probability in [0, 1], got {getattr(self, name)!r}")
+        try:  # the sampler's own check of its probabilities, as a ModelError at configuration time
+            MaskingConfig(1, 1, scalar_inputs_only=self.scalar_inputs_only, readout_draws=self.readout_draws,
+                          copy_draws=self.copy_draws)
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
 
 
 class MaskedModelingObjective(torch.nn.Module):
@@ -114,11 +116,12 @@ class MaskedModelingObjective(torch.nn.Module):
 ENCODER_PREFIX = "encoder"  # encoder_embeddings.*, encoder.* (blocks), encoder_norm.* in aion.AION
 
 
-def start_weights(raw: torch.nn.Module, model_dir: Path) -> None:
-    """Copy a trained model folder's transformer weights into ``raw`` (same preset and modalities)."""
+def start_weights(raw: torch.nn.Module, model_dir: Path, config: dict | None = None) -> None:
+    """Copy a trained model folder's transformer weights into ``raw`` (same preset and modalities);
+    ``config``: its ``config.json``, when already read."""
     from engine.model.loading import load_transformer
 
-    trained = load_transformer(model_dir).float().state_dict()
+    trained = load_transformer(model_dir, config).float().state_dict()
     mine = raw.state_dict()
     missing, extra = sorted(set(mine) - set(trained)), sorted(set(trained) - set(mine))
     shapes = sorted(k for k in set(mine) & set(trained) if mine[k].shape != trained[k].shape)
@@ -212,16 +215,18 @@ def pretrain(
         raise ModelError(f"cannot exclude unknown modality {unknown}; accepted: {', '.join(MODALITIES)}")
     info = distributed.setup(device)
     model_dir = Path(model_dir)
-    run_dir = Path(run_dir) if run_dir else default_run_dir(model_dir, _stage(config))
+    stage = _stage(config)
+    run_dir = Path(run_dir) if run_dir else default_run_dir(model_dir, stage)
     n_in = config.input_tokens or preset.input_tokens
     n_tgt = config.target_tokens or preset.target_tokens
     masking = MaskingConfig(input_budget=n_in, target_budget=n_tgt, scalar_inputs_only=config.scalar_inputs_only,
                             readout_draws=config.readout_draws, copy_draws=config.copy_draws)
     init_from = str(Path(config.init_from).resolve()) if config.init_from else None
+    init_config = None
     if init_from:
         from engine.model.loading import read_config
 
-        read_config(Path(init_from))  # a missing or broken start model fails now, not after tokenizing
+        init_config = read_config(Path(init_from))  # a missing or broken start model fails now, not after tokenizing
     run_config = {**asdict(config), "init_from": init_from, "input_tokens": n_in, "target_tokens": n_tgt, "preset": preset.name,
                   "exclude_keys": sorted(exclude_keys), "save_dtype": save_dtype}
 
@@ -260,7 +265,7 @@ def pretrain(
     torch.manual_seed(config.seed)
     raw = build_model(preset, keys)
     if init_from:
-        start_weights(raw, Path(init_from))
+        start_weights(raw, Path(init_from), init_config)
     elif config.scalar_init == "ordinal":
         init_scalar_embeddings(raw, seed=config.seed)
     if config.freeze_encoder:
@@ -354,11 +359,11 @@ def pretrain(
         try:
             from engine.train import plots
 
-            plots.loss_curve(metrics_path, report_dir / f"{_stage(config)}_loss.png")
+            plots.loss_curve(metrics_path, report_dir / f"{stage}_loss.png")
         except Exception as exc:  # the JSONL is the record; the PNG is a convenience
             log.warning("loss curve plot failed: %s", exc)
         _install_model(model_dir, raw.cpu().to(SAVE_DTYPES[save_dtype]), codecs, summary, preset, run_dir,
-                       _stage(config))
+                       stage)
     distributed.barrier(info)
     del model  # the DDP reducer must not hold the process group's last reference (see teardown)
     distributed.teardown(info)
