@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.model.modalities import spec
+from engine.model.presets import SCALAR_CODEBOOK_SIZE
 from engine.train.metrics import decoder_outputs
 
 ORDINAL_KINDS = ("scalar", "xp")
@@ -32,14 +33,20 @@ def ordinal_keys(keys: Collection[str]) -> frozenset[str]:
     return frozenset(k for k in keys if spec(k).kind in ORDINAL_KINDS)
 
 
-def gaussian_bin_targets(target: torch.Tensor, n_bins: int, sigma: float) -> torch.Tensor:
-    """(n,) true bins -> (n, n_bins) probabilities: the mass of N(bin centre, sigma) in each bin,
-    renormalised over the bins that exist (so edges keep all their mass)."""
+def gaussian_bin_targets(target: torch.Tensor, n_bins: int, sigma: float, width: int | None = None) -> torch.Tensor:
+    """(n,) true bins -> (n, width) probabilities: the mass of N(bin centre, sigma) in each of the
+    codec's ``n_bins`` bins, renormalised over them (so edges keep all their mass); logits past
+    the codec's bins (``width`` > ``n_bins``: the official ``tok_z`` head has 1025 outputs for the
+    1024-bin redshift grid) get none."""
+    width = n_bins if width is None else width
+    if width < n_bins:
+        raise ValueError(f"width must be >= n_bins={n_bins}, got {width!r}")
     edges = torch.arange(n_bins + 1, device=target.device, dtype=torch.float32)
     centre = target.to(torch.float32)[:, None] + 0.5
     cdf = 0.5 * (1.0 + torch.erf((edges[None, :] - centre) / (sigma * math.sqrt(2.0))))
     mass = (cdf[:, 1:] - cdf[:, :-1]).clamp_min(0.0)
-    return mass / mass.sum(-1, keepdim=True).clamp_min(1e-12)
+    mass = mass / mass.sum(-1, keepdim=True).clamp_min(1e-12)
+    return F.pad(mass, (0, width - n_bins))
 
 
 def modality_losses(model, y: torch.Tensor, target_ids: torch.Tensor, decoder_mod_mask: torch.Tensor,
@@ -55,7 +62,7 @@ def modality_losses(model, y: torch.Tensor, target_ids: torch.Tensor, decoder_mo
             continue
         target = target_ids[sel].long()
         if key in smoothed and sigma > 0:
-            soft = gaussian_bin_targets(target, logits.shape[-1], sigma)
+            soft = gaussian_bin_targets(target, min(SCALAR_CODEBOOK_SIZE, logits.shape[-1]), sigma, logits.shape[-1])
             out[key] = -(soft * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
         else:
             out[key] = F.cross_entropy(logits, target, reduction="mean")

@@ -63,6 +63,17 @@ def test_sigma_zero_is_the_official_loss_and_smoothing_touches_only_scalars(tiny
         assert not torch.allclose(smooth_mods[k], official_mods[k])
 
 
+def test_smoothed_targets_stay_on_the_codecs_bins():
+    """The official tok_z head has 1025 logits for the 1024-bin redshift grid: near the top edge
+    the Gaussian's mass stays on the grid (renormalised), none goes to the extra logit."""
+    q = gaussian_bin_targets(torch.tensor([1023, 0]), 1024, sigma=64.0, width=1025)
+    assert q.shape == (2, 1025) and float(q[:, 1024].abs().max()) == 0.0
+    torch.testing.assert_close(q.sum(-1), torch.ones(2))
+    torch.testing.assert_close(q[:, :1024], gaussian_bin_targets(torch.tensor([1023, 0]), 1024, sigma=64.0))
+    with pytest.raises(ValueError, match="width must be >= n_bins=1024"):
+        gaussian_bin_targets(torch.tensor([3]), 1024, sigma=1.0, width=10)
+
+
 def test_smoothed_loss_finds_the_neighbourhood_faster_than_cross_entropy():
     """The reason for the option: early in training, a 1024-bin head fit to noisy examples of a
     smooth function puts its mean near the truth sooner with smoothed targets than with one-hot
