@@ -139,13 +139,21 @@ def verdicts(table: dict) -> list[str]:
         if sr:
             g, b = sr["chi2_generated_median"], sr["chi2_baseline_median"]
             word = "better" if g < b else "**worse**"
+            paired = ""
+            if "generated_better_p" in sr:
+                paired = (f"; generated closer to the truth for {sr['generated_better_fraction']:.0%} of the {sr['n']} objects, "
+                          f"sign test p = {sr['generated_better_p']:.1g}")
             lines.append(f"super-resolution ({KIND_PLURAL[kind]}, from {sr['input_kind']}): generated spectra are {word} than the "
-                         f"nearest-neighbour baseline (median reduced χ² {g:.2f} vs {b:.2f}).")
+                         f"nearest-neighbour baseline (median reduced χ² {g:.2f} vs {b:.2f}{paired}).")
     return lines
 
 
 def _fmt(x) -> str:
     return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.3f}"
+
+
+def _p(r: dict) -> str:
+    return f" (p = {r['generated_better_p']:.1g})" if "generated_better_p" in r else ""
 
 
 def markdown(table: dict, meta: dict) -> str:
@@ -186,8 +194,8 @@ def markdown(table: dict, meta: dict) -> str:
         cfg = sr.get("config", {})
         out += ["", f"## Spectral super-resolution (held-out; {cfg.get('n_samples')} samples, {cfg.get('steps')} "
                 f"{cfg.get('scheme')} steps, temperature {cfg.get('temperature')})", "",
-                "| objects | input | n | median χ²ᵣ generated | median χ²ᵣ NN baseline | generated better | read-out: generated / baseline / true spectrum |",
-                "|---|---|---|---|---|---|---|"]
+                "| objects | input | n | median χ²ᵣ generated | median χ²ᵣ NN baseline | median χ²ᵣ codec round trip | generated better (sign test) | read-out: generated / baseline / true spectrum |",
+                "|---|---|---|---|---|---|---|---|"]
         for kind in ("galaxy", "star"):
             r = sr.get(kind)
             if not r:
@@ -200,7 +208,8 @@ def markdown(table: dict, meta: dict) -> str:
                         f"{_fmt(r.get('teff_true_spectrum_mae'))}; [Fe/H] MAE: {_fmt(r.get('feh_generated_mae'))} / "
                         f"{_fmt(r.get('feh_baseline_mae'))} / {_fmt(r.get('feh_true_spectrum_mae'))}")
             out.append(f"| {KIND_PLURAL[kind]} | {r['input_kind']} | {r['n']} | {_fmt(r['chi2_generated_median'])} | "
-                       f"{_fmt(r['chi2_baseline_median'])} | {_fmt(r['generated_better_fraction'])} | {read} |")
+                       f"{_fmt(r['chi2_baseline_median'])} | {_fmt(r.get('chi2_codec_roundtrip_median'))} | "
+                       f"{_fmt(r['generated_better_fraction'])}{_p(r)} | {read} |")
     out += ["", "## Verdicts", ""] + [f"- {v}" for v in verdicts(table)] + [""]
     return "\n".join(out)
 

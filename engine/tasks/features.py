@@ -75,6 +75,20 @@ class Layout:
     def total(self) -> int:
         return int(sum(self.counts))
 
+    def groups(self) -> tuple[tuple[int, int], ...]:
+        """Token ranges a property probe pools separately: each run of consecutive one-token
+        modalities (the photometry) as one range, every multi-token modality as its own."""
+        ranges: list[tuple[int, int]] = []
+        start, prev_single = 0, False
+        for count in self.counts:
+            single = count == 1
+            if single and prev_single:
+                ranges[-1] = (ranges[-1][0], start + 1)
+            else:
+                ranges.append((start, start + count))
+            start, prev_single = start + count, single
+        return tuple(ranges)
+
     def slice_of(self, key: str) -> slice:
         if key not in self.keys:
             raise ModelError(f"token key {key!r} is not in this input combination {list(self.keys)}")

@@ -1,8 +1,9 @@
 """Small heads trained on the frozen encoder's token embeddings (the AION-1 probing recipe).
 
-Properties use *attentive pooling* (one learned query per target attends over the tokens)
-followed by a 2-layer MLP: the paper found mean pooling far worse once spectrum tokens are
-in the input, because a few tokens carry the signal. Morphology reads the image tokens per
+Properties use *attentive pooling* (one learned query per target attends over the tokens of each
+modality group: the one-token scalars, the image, the spectrum) followed by a 2-layer MLP: the
+paper found mean pooling far worse once spectrum tokens are in the input, because a few tokens
+carry the signal. Morphology reads the image tokens per
 annulus around the centre — their means (the radial profile) and the amplitudes of their first
 angular modes (``engine/model/pooling.py``) — next to the mean of all tokens: the paper's masked
 mean pooling + MLP reached 17.6 % on the mock's ten classes (a global mean loses where the light
@@ -44,10 +45,11 @@ class AttentivePooling(nn.Module):
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = tokens
         logits = self.score(self.norm(x))  # (B, T, Q*H); values pool the raw tokens
+        empty = mask.all(1)  # an object with no token here pools a zero vector, not NaN
         mask = mask.clone()
-        mask[mask.all(1), 0] = False  # an object with no token pools a zero vector, not NaN
+        mask[empty, 0] = False
         logits = logits.masked_fill(mask[..., None], float("-inf"))
-        weights = logits.softmax(dim=1)
+        weights = logits.softmax(dim=1).masked_fill(empty[:, None, None], 0.0)
         pooled = torch.einsum("bth,btd->bhd", weights, x)  # (B, Q*H, D)
         b, _, d = pooled.shape
         return self.value(pooled.reshape(b, self.n_queries, self.num_heads * d))  # (B, Q, D)
@@ -59,15 +61,27 @@ def mlp(dim_in: int, hidden: int, dim_out: int, dropout: float = 0.1) -> nn.Sequ
 
 
 class PropertyProbe(nn.Module):
-    """One attentive-pooling query + 2-layer MLP per target: independent regressors trained together."""
+    """Attentive pooling + 2-layer MLP per target: independent regressors trained together.
 
-    def __init__(self, dim: int, n_targets: int, hidden: int = 256, num_heads: int = 4):
+    ``groups`` are token ranges ``(start, stop)`` pooled separately (one query per target each),
+    their pooled vectors concatenated before the MLP: a 576-token image and a 273-token spectrum
+    then cannot drown the eleven photometry tokens in one softmax (with a single pool over all
+    tokens, adding the image *lowered* the redshift R², 0.727 -> 0.672, ``docs/tasks.md``).
+    ``None``: one pool over all tokens, the paper's probe.
+    """
+
+    def __init__(self, dim: int, n_targets: int, hidden: int = 256, num_heads: int = 4,
+                 groups: tuple[tuple[int, int], ...] | None = None):
         super().__init__()
-        self.pool = AttentivePooling(dim, n_targets, num_heads)
-        self.heads = nn.ModuleList(mlp(dim, hidden, 1) for _ in range(n_targets))
+        self.groups = tuple((int(a), int(b)) for a, b in groups) if groups is not None else None
+        n_groups = len(self.groups) if self.groups is not None else 1
+        self.pools = nn.ModuleList(AttentivePooling(dim, n_targets, num_heads) for _ in range(n_groups))
+        self.heads = nn.ModuleList(mlp(n_groups * dim, hidden, 1) for _ in range(n_targets))
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        pooled = self.pool(tokens, mask)
+        ranges = self.groups if self.groups is not None else ((0, tokens.shape[1]),)
+        pooled = torch.cat([pool(tokens[:, a:b], mask[:, a:b]) for pool, (a, b) in zip(self.pools, ranges, strict=True)],
+                           dim=-1)  # (B, n_targets, n_groups * D)
         return torch.cat([head(pooled[:, i]) for i, head in enumerate(self.heads)], dim=1)  # (B, n_targets)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -59,3 +61,15 @@ def reduced_chi2(model_flux: np.ndarray, flux: np.ndarray, ivar: np.ndarray) -> 
     ok = (ivar > 0) & np.isfinite(model_flux) & np.isfinite(flux)
     chi2 = np.where(ok, (model_flux - flux) ** 2 * ivar, 0.0).sum(-1)
     return chi2 / np.maximum(ok.sum(-1), 1)
+
+
+def sign_test_p(wins: int, n: int) -> float:
+    """Two-sided exact sign test: the chance of a split at least as uneven as ``wins`` of ``n`` paired
+    comparisons if either method were as likely to win each (ties dropped before calling)."""
+    if not 0 <= wins <= n:
+        raise ValueError(f"wins must be in 0..n={n}, got {wins!r}")
+    if n == 0:
+        return float("nan")
+    k = max(wins, n - wins)
+    tail = sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n
+    return float(min(1.0, 2 * tail))

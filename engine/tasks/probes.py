@@ -59,8 +59,9 @@ SEGMENTATION_COMBO = "photometry+image"
 DEFAULT_EPOCHS = 30
 #: Version of the heads' architectures; heads saved under another one count as missing (retrained).
 #: 2: the morphology head reads the radial profile of the image tokens (``RadialMorphologyProbe``);
-#: 3: and the amplitudes of their m = 1, 2 angular modes per annulus.
-HEADS_VERSION = 3
+#: 3: and the amplitudes of their m = 1, 2 angular modes per annulus;
+#: 4: property probes pool each modality group (photometry, image, spectrum) separately.
+HEADS_VERSION = 4
 #: labelled objects used by default (a deterministic subset): bounds the one-off encoding on a CPU
 DEFAULT_MAX_OBJECTS = 3000
 
@@ -145,7 +146,8 @@ def _fit_property_group(cache, catalog, ids, kind, targets, seed, config, desc):
     yz = torch.from_numpy(((y - mean) / std).astype(np.float32))
     cache_rows = cache.rows(ids_k)
     tok, msk = _tensor(cache, cache_rows)
-    module = PropertyProbe(tok.shape[-1], len(targets))
+    groups = cache.layout.groups()
+    module = PropertyProbe(tok.shape[-1], len(targets), groups=groups)
     history = fit(module, (tok[fit_r], msk[fit_r]), yz[fit_r], (tok[val_r], msk[val_r]), yz[val_r],
                   masked_mse, config, desc=desc)
     pred = predict(module, (tok[test_r], msk[test_r])).numpy() * std + mean
@@ -159,7 +161,7 @@ def _fit_property_group(cache, catalog, ids, kind, targets, seed, config, desc):
             scores[t]["nmad"] = metrics.nmad_dz(true[:, j], pred[:, j])
         frames.append(pd.DataFrame({"object_id": ids_k[test_r], "target": t, "true": true[:, j], "pred": pred[:, j]}))
     meta = {"head": "property", "kind": kind, "targets": list(targets), "dim": int(tok.shape[-1]), "n_targets": len(targets),
-            "hidden": 256, "num_heads": 4, "mean": mean.tolist(), "std": std.tolist(), "keys": list(cache.layout.keys),
+            "hidden": 256, "num_heads": 4, "groups": [list(g) for g in groups], "mean": mean.tolist(), "std": std.tolist(), "keys": list(cache.layout.keys),
             "metrics": scores, "best_epoch": history["best_epoch"], "seed": seed}
     return module, meta, pd.concat(frames, ignore_index=True)
 
@@ -243,7 +245,9 @@ def _stamp(meta: dict, combo: str, model_hash: str) -> None:
 def build_head(meta: dict) -> nn.Module:
     """Rebuild a saved head from its JSON config (used by :func:`engine.tasks.fitting.load_head`)."""
     if meta["head"] == "property":
-        return PropertyProbe(meta["dim"], meta["n_targets"], meta["hidden"], meta["num_heads"])
+        groups = meta.get("groups")
+        return PropertyProbe(meta["dim"], meta["n_targets"], meta["hidden"], meta["num_heads"],
+                             tuple(map(tuple, groups)) if groups is not None else None)
     if meta["head"] == "morphology" and meta.get("pooling", "mean") == "radial":
         return RadialMorphologyProbe(meta["dim"], meta["n_classes"], tuple(meta["image_slice"]), meta["hidden"],
                                      meta["dropout"], tuple(meta["harmonics"]), meta["proj"])

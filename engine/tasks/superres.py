@@ -393,6 +393,7 @@ def evaluate_superres(
                "chi2_generated_median": float(np.median(chi_gen)), "chi2_baseline_median": float(np.median(chi_base)),
                "chi2_codec_roundtrip_median": float(np.median(metrics.reduced_chi2(roundtrip, true_flux, true_ivar))),
                "generated_better_fraction": float(np.mean(chi_gen < chi_base)),
+               "generated_better_p": metrics.sign_test_p(int((chi_gen < chi_base).sum()), int((chi_gen != chi_base).sum())),
                "flux_ratio_median": float(np.nanmedian(np.median(gen, 1) / true_med)),
                "seconds_per_object": seconds / len(test_ids), "cpu_seconds_per_object": cpu / len(test_ids),
                "torch_threads": torch.get_num_threads()}

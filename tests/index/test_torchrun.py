@@ -33,5 +33,8 @@ def test_torchrun_two_ranks_equals_single_process(index_dataset, tmp_path, monke
     assert main(["embed", "--dataset", str(index_dataset), "--model", "pixel-pca", "--view", "photometry",
                  "--quiet"]) == 0
     single = tmp_path / "single" / "index-test" / "pixel-pca" / "photometry"
-    np.testing.assert_array_equal(np.load(vdir / "embeddings.npy"), np.load(single / "embeddings.npy"))
+    # float16 rows: the two runs multiply batches of different sizes, so BLAS may round one value a float16
+    # step (~1e-3 relative) differently; anything beyond that is a sharding bug (rows lost, doubled or swapped)
+    np.testing.assert_allclose(np.load(vdir / "embeddings.npy").astype(np.float32),
+                               np.load(single / "embeddings.npy").astype(np.float32), rtol=2e-3, atol=1e-3)
     np.testing.assert_array_equal(np.load(vdir / "valid.npy"), np.load(single / "valid.npy"))

@@ -50,6 +50,9 @@ def test_train_probes_writes_heads_metrics_and_caches(trained, results_root, tin
     assert saved["model_hash"] == trained["model_hash"]
     heads = load_heads(pdir, "photometry+image")
     assert {"galaxy", "morphology", "segmentation"} <= set(heads)
+    galaxy, meta = heads["galaxy"]  # pools photometry and image apart, rebuilt so from its JSON
+    assert galaxy.groups == tuple(map(tuple, meta["groups"])) and len(meta["groups"]) == 2
+    assert meta["groups"][-1][1] - meta["groups"][-1][0] == 576
     # heads remember their encoder: asked for another model's heads, none are returned
     assert set(load_heads(pdir, "photometry+image", model_hash=trained["model_hash"])) == set(heads)
     assert load_heads(pdir, "photometry+image", model_hash="0123456789abcdef") == {}
@@ -169,6 +172,7 @@ def test_predict_and_evaluate_commands(trained, results_root, tiny_mock, task_mo
     assert "truth_z" in res["properties"] and "probe: photometry+image+spectrum" in res["properties"]["truth_z"]
     assert "trees (photometry)" in res["properties"]["truth_z"]
     assert res["superres"]["galaxy"]["n"] >= 1 and np.isfinite(res["superres"]["galaxy"]["chi2_generated_median"])
+    assert 0.0 < res["superres"]["galaxy"]["generated_better_p"] <= 1.0
     md = (tmp_path / "res" / "results.md").read_text()
     assert "## Properties" in md and "## Verdicts" in md and "U-Net" in md
     for plot in ("scatter.png", "confusion.png", "segmentation.png", "superres.png"):

@@ -60,6 +60,34 @@ def test_property_probe_learns_a_target_carried_by_one_token():
     assert metrics.r2_score(y[1100:, 1].numpy(), pred[:, 1]) > 0.7
 
 
+def test_grouped_property_probe_pools_each_group_on_its_own():
+    """With groups, the photometry range's pooled vector ignores the image range: flooding the
+    image tokens changes only the image pool's share of the MLP input, and a mask over a whole
+    group (an object without that modality) still gives finite outputs."""
+    torch.manual_seed(0)
+    groups = ((0, 3), (3, 40))
+    probe = PropertyProbe(16, 2, hidden=32, groups=groups).eval()
+    x = torch.randn(4, 40, 16)
+    mask = torch.zeros(4, 40, dtype=torch.bool)
+    phot = probe.pools[0](x[:, :3], mask[:, :3])
+    x2 = x.clone()
+    x2[:, 3:] = 100.0 * torch.randn(4, 37, 16)
+    torch.testing.assert_close(phot, probe.pools[0](x2[:, :3], mask[:, :3]))
+    assert not torch.allclose(probe(x, mask), probe(x2, mask))
+    mask[:, 3:] = True
+    assert probe(x2, mask).shape == (4, 2) and torch.isfinite(probe(x2, mask)).all()
+    torch.testing.assert_close(probe(x, mask), probe(x2, mask))  # a masked group is not read
+    assert PropertyProbe(16, 2).groups is None  # the paper's single pool stays available
+
+
+def test_layout_groups_merge_consecutive_one_token_modalities():
+    from engine.tasks.features import Layout
+
+    keys = ("tok_flux_g", "tok_flux_r", "tok_image", "tok_flux_z", "tok_spectrum_desi")
+    assert Layout(keys).groups() == ((0, 2), (2, 578), (578, 579), (579, 852))
+    assert Layout(("tok_flux_g",)).groups() == ((0, 1),)
+
+
 def test_morphology_and_segmentation_heads_shapes():
     tokens = torch.randn(2, 576, 32)
     mask = torch.zeros(2, 576, dtype=torch.bool)
@@ -156,6 +184,11 @@ def test_metrics():
     assert cm.tolist() == [[1, 0], [1, 1]]
     chi = metrics.reduced_chi2(np.array([[1.0, 2.0, 9.0]]), np.array([[1.0, 3.0, 0.0]]), np.array([[4.0, 4.0, 0.0]]))
     assert chi[0] == pytest.approx(2.0)
+    # sign test: 9 of 10 wins is p = 2 * 11 / 1024; an even split is 1; every loss as uneven as every win
+    assert metrics.sign_test_p(9, 10) == pytest.approx(22 / 1024)
+    assert metrics.sign_test_p(5, 10) == 1.0 and metrics.sign_test_p(1, 10) == metrics.sign_test_p(9, 10)
+    with pytest.raises(ValueError, match="wins must be in 0..n=3"):
+        metrics.sign_test_p(4, 3)
 
 
 def test_capped_subset_is_stratified_and_stable():
