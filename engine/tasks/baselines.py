@@ -33,6 +33,7 @@ from engine.tasks.probes import (
     DEFAULT_MAX_OBJECTS,
     GALAXY_TARGETS,
     MORPHOLOGY_TARGET,
+    SEGMENTATION_EPOCHS,
     STAR_TARGETS,
     select_objects,
 )
@@ -260,12 +261,16 @@ def unet_on_images(dataset, ids, seed, config, results, max_galaxies: int | None
 def run_baselines(
     dataset_dir, out_dir=None, *, seed: int = 0, epochs: int = 15, max_objects: int | None = DEFAULT_MAX_OBJECTS,
     progress: bool = True, reuse: bool = True, max_seg_galaxies: int | None = 1500,
+    seg_epochs: int = SEGMENTATION_EPOCHS,
 ) -> dict:
-    """Train and score the three baselines; results JSON + held-out predictions cached per dataset."""
+    """Train and score the three baselines; results JSON + held-out predictions cached per dataset.
+
+    ``seg_epochs`` trains the U-Net; pass the segmentation head's epochs so both get the same budget.
+    """
     dataset = open_dataset(dataset_dir)
     out = Path(out_dir) if out_dir is not None else baselines_dir(dataset)
     settings = {"dataset_hash": dataset.info.get("hash"), "seed": seed, "epochs": epochs, "max_objects": max_objects,
-                "max_seg_galaxies": max_seg_galaxies}
+                "max_seg_galaxies": max_seg_galaxies, "seg_epochs": seg_epochs}
     res_path = out / "baselines.json"
     if reuse and res_path.is_file():
         cached = json.loads(res_path.read_text())
@@ -278,7 +283,7 @@ def run_baselines(
             if cached.get("settings") == settings and (out / "heldout.parquet").is_file():
                 return cached
         return _run_baselines(dataset, out, settings, seed=seed, epochs=epochs, max_objects=max_objects,
-                              progress=progress, max_seg_galaxies=max_seg_galaxies)
+                              progress=progress, max_seg_galaxies=max_seg_galaxies, seg_epochs=seg_epochs)
 
 
 @contextlib.contextmanager
@@ -306,7 +311,8 @@ def _exclusive(lock: Path, poll_s: float = 5.0):
         lock.unlink(missing_ok=True)
 
 
-def _run_baselines(dataset, out: Path, settings: dict, *, seed, epochs, max_objects, progress, max_seg_galaxies) -> dict:
+def _run_baselines(dataset, out: Path, settings: dict, *, seed, epochs, max_objects, progress, max_seg_galaxies,
+                   seg_epochs) -> dict:
     res_path = out / "baselines.json"
     cat = dataset.catalog.set_index("object_id", drop=False)
     ids = select_objects(dataset.catalog, max_objects, seed)
@@ -318,7 +324,7 @@ def _run_baselines(dataset, out: Path, settings: dict, *, seed, epochs, max_obje
     cnn_on_images(dataset, cat, ids, seed, config, frames, methods)
     cnn_on_spectra(dataset, cat, ids, seed, config, frames, methods)
     seg: dict = {}
-    seg_config = FitConfig(epochs=max(1, epochs // 2), batch_size=32, lr=2e-3, seed=seed, progress=progress)
+    seg_config = FitConfig(epochs=seg_epochs, batch_size=32, lr=2e-3, seed=seed, progress=progress)
     examples = unet_on_images(dataset, ids, seed, seg_config, seg, max_seg_galaxies)
     results = {"settings": settings, "dataset": dataset.name, "methods": methods, "segmentation": seg,
                "seconds": round(time.time() - t0, 1)}

@@ -354,12 +354,14 @@ def evaluate(
     probes = _probe_results(dataset_dir, model_dir, loaded, dataset, seed=seed, epochs=epochs, max_objects=max_objects,
                             max_seg_galaxies=max_seg_galaxies, progress=progress, retrain=retrain)
     baselines = run_baselines(dataset_dir, seed=seed, epochs=baseline_epochs, max_objects=max_objects,
-                              max_seg_galaxies=max_seg_galaxies, progress=progress)
+                              max_seg_galaxies=max_seg_galaxies, progress=progress,
+                              seg_epochs=probes.get("seg_epochs", default_seg_epochs(epochs)))
     sr, sr_examples = _superres_results(loaded, dataset, model_dir, seed=seed, config=superres,
                                         max_per_kind=superres_per_kind, progress=progress, retrain=retrain)
     table = collect(probes, baselines, sr)
     meta = {"dataset": dataset.name, "dataset_hash": dataset.info.get("hash"), "model_id": loaded.model_id,
             "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "baseline_epochs": baseline_epochs,
+            "seg_epochs": baselines["settings"]["seg_epochs"],
             "max_objects": max_objects, "max_seg_galaxies": max_seg_galaxies, "n_objects": probes.get("n_objects"),
             "device": "CPU",
             "seconds": time.time() - t0}

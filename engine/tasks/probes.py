@@ -263,8 +263,15 @@ def head_stem(out_dir: Path, combo: str, name: str) -> Path:
 
 
 def default_seg_epochs(epochs: int) -> int:
-    """The segmentation head's epochs when not given: half the probes' (its images cost more per epoch)."""
-    return max(1, epochs // 2)
+    """The segmentation head's epochs when not given: twice the probes' (a dense 96x96 target needs more
+    passes over a few hundred galaxies than a scalar does). Measured on 1000 galaxies of the default mock
+    (719 fit, 200 held out): at 15 epochs the head was still improving on its last epoch (arms IoU 0.313);
+    at 60 it reaches 0.387 (best epoch 50), and the U-Net given the same 60 reaches 0.542 (best epoch 53)."""
+    return max(1, 2 * epochs)
+
+
+#: epochs of the segmentation head *and* of the U-Net it is compared with (one number, so the comparison is fair)
+SEGMENTATION_EPOCHS = default_seg_epochs(DEFAULT_EPOCHS)
 
 
 def train_probes(

@@ -98,12 +98,12 @@ def test_token_cache_resumes_after_a_crash(tmp_path, tiny_mock, task_model_dir, 
 def test_baselines_on_same_split(results_root, tiny_mock):
     from engine.tasks.baselines import run_baselines
 
-    res = run_baselines(tiny_mock, epochs=1, progress=False)
+    res = run_baselines(tiny_mock, epochs=1, progress=False, seg_epochs=1)
     assert {"trees (photometry)", "CNN (image)", "1-D CNN (spectrum)"} <= set(res["methods"])
     assert np.isfinite(res["methods"]["trees (photometry)"]["truth_z"]["r2"])
     assert "truth_morphology" in res["methods"]["CNN (image)"]
     assert set(res["segmentation"]["U-Net (image)"]["iou"]) == set(schema.SEGMENTATION_CLASSES)
-    again = run_baselines(tiny_mock, epochs=1, progress=False)
+    again = run_baselines(tiny_mock, epochs=1, progress=False, seg_epochs=1)
     assert again == res  # cached per dataset and settings
 
 
@@ -173,6 +173,7 @@ def test_predict_and_evaluate_commands(trained, results_root, tiny_mock, task_mo
     assert "trees (photometry)" in res["properties"]["truth_z"]
     assert res["superres"]["galaxy"]["n"] >= 1 and np.isfinite(res["superres"]["galaxy"]["chi2_generated_median"])
     assert 0.0 < res["superres"]["galaxy"]["generated_better_p"] <= 1.0
+    assert res["meta"]["seg_epochs"] == 4  # the U-Net trained as long as the segmentation head (2 x --epochs)
     md = (tmp_path / "res" / "results.md").read_text()
     assert "## Properties" in md and "## Verdicts" in md and "U-Net" in md
     for plot in ("scatter.png", "confusion.png", "segmentation.png", "superres.png"):
