@@ -337,11 +337,16 @@ def _rgb_masks(masks: np.ndarray, channels: list[int]) -> np.ndarray:
 
 
 def evaluate(
-    dataset_dir, model_dir, out_dir=None, *, seed: int = 0, epochs: int = 30, baseline_epochs: int = 15,
+    dataset_dir, model_dir, out_dir=None, *, seed: int = 0, epochs: int = 30, baseline_epochs: int | None = None,
     max_objects: int | None = DEFAULT_MAX_OBJECTS, superres_per_kind: int = 40, superres: GenerationConfig = EVALUATION,
     max_seg_galaxies: int | None = 1500, progress: bool = True, retrain: bool = False,
 ) -> dict:
-    """Produce the results table and plots; returns the results dict (also written as JSON)."""
+    """Produce the results table and plots; returns the results dict (also written as JSON).
+
+    ``baseline_epochs`` (default: ``epochs``) trains the baseline CNNs; the same budget as the probes, so
+    the table does not flatter the foundation model with under-trained baselines.
+    """
+    baseline_epochs = epochs if baseline_epochs is None else baseline_epochs
     from engine.model.fast import enable_fast_attention
     from engine.model.loading import load_model
 

@@ -14,7 +14,9 @@ def setup_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output folder (default docs/results/<dataset>/<model>/)")
     parser.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
     parser.add_argument("--epochs", type=int, default=30, help="probe epochs (default 30)")
-    parser.add_argument("--baseline-epochs", type=int, default=15, help="baseline CNN / U-Net epochs (default 15)")
+    parser.add_argument("--baseline-epochs", type=int, default=None,
+                        help="epochs of the baseline CNNs (default: --epochs, the probes' budget; the U-Net always "
+                             "trains as long as the segmentation head)")
     parser.add_argument("--max-objects", type=int, default=3000,
                         help="labelled objects used (deterministic subset; bounds encoding time; default 3000, 0 = all)")
     parser.add_argument("--max-seg-galaxies", type=int, default=1500,
@@ -35,7 +37,7 @@ def run_cli(args: argparse.Namespace) -> int:
     from engine.tasks.superres import GenerationConfig
 
     for name in ("epochs", "baseline_epochs", "superres_objects", "samples", "steps"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValidationError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)!r}")
     for name in ("max_objects", "max_seg_galaxies"):
         if getattr(args, name) < 0:

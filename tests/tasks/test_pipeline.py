@@ -166,7 +166,7 @@ def test_predict_and_evaluate_commands(trained, results_root, tiny_mock, task_mo
     assert "pred_morphology_name" in capsys.readouterr().out
     assert main(["predict", *base, "--task", "z", "--object-id", "999"]) == 2
     assert "unknown object_id 999" in capsys.readouterr().err
-    assert main(["evaluate", *base, "--out", str(tmp_path / "res"), "--epochs", "2", "--baseline-epochs", "1",
+    assert main(["evaluate", *base, "--out", str(tmp_path / "res"), "--epochs", "2",
                  "--superres-objects", "2", "--samples", "2", "--steps", "2", "--no-progress", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert "truth_z" in res["properties"] and "probe: photometry+image+spectrum" in res["properties"]["truth_z"]
@@ -174,6 +174,7 @@ def test_predict_and_evaluate_commands(trained, results_root, tiny_mock, task_mo
     assert res["superres"]["galaxy"]["n"] >= 1 and np.isfinite(res["superres"]["galaxy"]["chi2_generated_median"])
     assert 0.0 < res["superres"]["galaxy"]["generated_better_p"] <= 1.0
     assert res["meta"]["seg_epochs"] == 4  # the U-Net trained as long as the segmentation head (2 x --epochs)
+    assert res["meta"]["baseline_epochs"] == 2  # the CNNs trained as long as the probes (--epochs)
     md = (tmp_path / "res" / "results.md").read_text()
     assert "## Properties" in md and "## Verdicts" in md and "U-Net" in md
     for plot in ("scatter.png", "confusion.png", "segmentation.png", "superres.png"):
