@@ -176,15 +176,29 @@ class DatasetWriter:
 
 
 def _content_hash(folder: Path) -> str:
-    """sha256 over the catalog bytes and each array file's object ids and size: cheap, and
-    changes whenever rows or arrays are rewritten."""
+    """sha256 over what the dataset holds, not how its files were encoded: the catalog's columns
+    (names, dtypes, values), and per array file its object ids and each field's name, dtype,
+    shape and first and last rows. Cheap on large ingests, and the same on any machine or
+    library version for the same data (the parquet and gzip bytes carry the writer's version)."""
     h = hashlib.sha256()
-    h.update((folder / CATALOG_FILE).read_bytes())
+    catalog = pd.read_parquet(folder / CATALOG_FILE)
+    for name in catalog.columns:
+        values = catalog[name].to_numpy()
+        h.update(f"{name}:{values.dtype}".encode())
+        if values.dtype.kind == "O":
+            h.update("\0".join(map(str, values)).encode())
+        else:
+            h.update(np.ascontiguousarray(values).tobytes())
     for path in sorted(folder.glob("*.h5")):
         h.update(path.name.encode())
-        h.update(str(path.stat().st_size).encode())
         with h5py.File(path, "r") as f:
             h.update(np.ascontiguousarray(f["object_id"][...]).tobytes())
+            for field in sorted(f):
+                dset = f[field]
+                h.update(f"{field}:{dset.dtype}:{dset.shape}".encode())
+                if dset.shape and dset.shape[0]:
+                    for row in sorted({0, dset.shape[0] - 1}):
+                        h.update(np.ascontiguousarray(dset[row]).tobytes())
     return h.hexdigest()[:16]
 
 

@@ -14,6 +14,7 @@ under ``<index root>/<dataset>/baselines/`` and reused by every evaluation.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -28,14 +29,18 @@ from engine.data import schema
 from engine.data.store import open_dataset
 from engine.paths import results_dir
 from engine.tasks import arrays, metrics
+from engine.tasks.augment import PixelViews
 from engine.tasks.fitting import FitConfig, fit, masked_mse, predict
 from engine.tasks.probes import (
+    DEFAULT_EPOCHS,
     DEFAULT_MAX_OBJECTS,
     GALAXY_TARGETS,
     MORPHOLOGY_TARGET,
     SEGMENTATION_EPOCHS,
     STAR_TARGETS,
+    segmentation_subset,
     select_objects,
+    view_epochs,
 )
 from engine.tasks.splits import is_held_out, validation_ids
 
@@ -187,7 +192,12 @@ def trees_on_photometry(cat, ids, seed, frames, results) -> None:
             _morph_score("trees (photometry)", ids[te], label[te].astype(int), pred, frames, results)
 
 
-def cnn_on_images(dataset, cat, ids, seed, config, frames, results) -> None:
+def _with_views(config: FitConfig, augment: bool) -> FitConfig:
+    """The config of a net that trains on all dihedral views: the probes' :func:`view_epochs` rule."""
+    return dataclasses.replace(config, epochs=view_epochs(config.epochs)) if augment else config
+
+
+def cnn_on_images(dataset, cat, ids, seed, config, frames, results, augment: bool = False) -> None:
     kinds = cat.loc[ids, "kind"].astype(str).to_numpy()
     has = cat.loc[ids, schema.source("image_ls").flag].to_numpy(bool) if "has_image_ls" in cat.columns else np.ones(len(ids), bool)
     ids_k = ids[(kinds == "galaxy") & has]
@@ -203,7 +213,9 @@ def cnn_on_images(dataset, cat, ids, seed, config, frames, results) -> None:
     target = torch.from_numpy(np.concatenate([yz, y[:, -1:].astype(np.float32)], 1))
     x = torch.from_numpy(arrays.images(dataset, ids_k))
     net = ImageCNN(len(GALAXY_TARGETS), N_CLASSES)
-    fit(net, (x[fit_r],), target[fit_r], (x[val_r],), target[val_r], _joint_loss(len(GALAXY_TARGETS)), config, "image CNN")
+    views = PixelViews(x[fit_r], target[fit_r], turn_target=False) if augment else None
+    fit(net, (x[fit_r],), target[fit_r], (x[val_r],), target[val_r], _joint_loss(len(GALAXY_TARGETS)),
+        _with_views(config, augment), "image CNN", views=views)
     out = predict(net, (x[test_r],)).numpy()
     pred = out[:, : len(GALAXY_TARGETS)] * std + mean
     _score("CNN (image)", ids_k[test_r], GALAXY_TARGETS, y[test_r, :-1], pred, frames, results)
@@ -236,22 +248,20 @@ def cnn_on_spectra(dataset, cat, ids, seed, config, frames, results) -> None:
     _score("1-D CNN (spectrum)", ids_k[test_r], targets, y[test_r], pred, frames, results)
 
 
-def unet_on_images(dataset, ids, seed, config, results, max_galaxies: int | None) -> dict | None:
+def unet_on_images(dataset, ids, seed, config, results, max_galaxies: int | None, augment: bool = False) -> dict | None:
     """U-Net from scratch on the same galaxies (and the same cap) as the token segmentation head."""
     from engine.tasks import segmentation
-    from engine.tasks.probes import segmentation_ids
-    from engine.tasks.splits import unit_hash
 
-    ids_k = segmentation_ids(dataset, ids)
-    if max_galaxies is not None and len(ids_k) > max_galaxies:
-        ids_k = np.sort(ids_k[np.argsort(unit_hash(ids_k, seed + 2))[:max_galaxies]])
+    ids_k = segmentation_subset(dataset, ids, seed, max_galaxies)
     fit_r, val_r, test_r = _split_rows(ids_k, seed) if len(ids_k) else (np.array([]),) * 3
     if len(fit_r) < 4 or len(test_r) < 2:
         return None
     x = torch.from_numpy(arrays.images(dataset, ids_k))
     masks = torch.from_numpy(arrays.segmaps(dataset, ids_k))
     net = segmentation.UNet(len(segmentation.CLASSES))
-    fit(net, (x[fit_r],), masks[fit_r], (x[val_r],), masks[val_r], segmentation.seg_loss, config, "U-Net")
+    views = PixelViews(x[fit_r], masks[fit_r], turn_target=True) if augment else None
+    fit(net, (x[fit_r],), masks[fit_r], (x[val_r],), masks[val_r], segmentation.seg_loss, _with_views(config, augment),
+        "U-Net", views=views)
     pred = segmentation.predict_masks(net, (x[test_r],))
     true = masks[test_r].numpy()
     results["U-Net (image)"] = {"iou": segmentation.iou_per_class(true, pred), "n_train": len(fit_r), "n_test": len(test_r)}
@@ -259,18 +269,23 @@ def unet_on_images(dataset, ids, seed, config, results, max_galaxies: int | None
 
 
 def run_baselines(
-    dataset_dir, out_dir=None, *, seed: int = 0, epochs: int = 15, max_objects: int | None = DEFAULT_MAX_OBJECTS,
+    dataset_dir, out_dir=None, *, seed: int = 0, epochs: int = DEFAULT_EPOCHS, max_objects: int | None = DEFAULT_MAX_OBJECTS,
     progress: bool = True, reuse: bool = True, max_seg_galaxies: int | None = 1500,
-    seg_epochs: int = SEGMENTATION_EPOCHS,
+    seg_epochs: int = SEGMENTATION_EPOCHS, augment: bool = True,
 ) -> dict:
     """Train and score the three baselines; results JSON + held-out predictions cached per dataset.
 
-    ``seg_epochs`` trains the U-Net; pass the segmentation head's epochs so both get the same budget.
+    With ``augment`` the image CNN and the U-Net train on the eight dihedral views of their training
+    galaxies, with the epochs rule of the probes' image heads (:func:`view_epochs`), as those heads do.
+
+    ``epochs`` trains the CNNs, by default the probes' (:data:`DEFAULT_EPOCHS`); ``seg_epochs`` trains the
+    U-Net, by default the segmentation head's. Pass the heads' numbers when they differ, so both sides get
+    the same budget.
     """
     dataset = open_dataset(dataset_dir)
     out = Path(out_dir) if out_dir is not None else baselines_dir(dataset)
     settings = {"dataset_hash": dataset.info.get("hash"), "seed": seed, "epochs": epochs, "max_objects": max_objects,
-                "max_seg_galaxies": max_seg_galaxies, "seg_epochs": seg_epochs}
+                "max_seg_galaxies": max_seg_galaxies, "seg_epochs": seg_epochs, "augment": bool(augment)}
     res_path = out / "baselines.json"
     if reuse and res_path.is_file():
         cached = json.loads(res_path.read_text())
@@ -283,7 +298,8 @@ def run_baselines(
             if cached.get("settings") == settings and (out / "heldout.parquet").is_file():
                 return cached
         return _run_baselines(dataset, out, settings, seed=seed, epochs=epochs, max_objects=max_objects,
-                              progress=progress, max_seg_galaxies=max_seg_galaxies, seg_epochs=seg_epochs)
+                              progress=progress, max_seg_galaxies=max_seg_galaxies, seg_epochs=seg_epochs,
+                              augment=augment)
 
 
 @contextlib.contextmanager
@@ -312,7 +328,7 @@ def _exclusive(lock: Path, poll_s: float = 5.0):
 
 
 def _run_baselines(dataset, out: Path, settings: dict, *, seed, epochs, max_objects, progress, max_seg_galaxies,
-                   seg_epochs) -> dict:
+                   seg_epochs, augment) -> dict:
     res_path = out / "baselines.json"
     cat = dataset.catalog.set_index("object_id", drop=False)
     ids = select_objects(dataset.catalog, max_objects, seed)
@@ -321,11 +337,11 @@ def _run_baselines(dataset, out: Path, settings: dict, *, seed, epochs, max_obje
     frames: list[pd.DataFrame] = []
     methods: dict = {}
     trees_on_photometry(cat, ids, seed, frames, methods)
-    cnn_on_images(dataset, cat, ids, seed, config, frames, methods)
+    cnn_on_images(dataset, cat, ids, seed, config, frames, methods, augment)
     cnn_on_spectra(dataset, cat, ids, seed, config, frames, methods)
     seg: dict = {}
     seg_config = FitConfig(epochs=seg_epochs, batch_size=32, lr=2e-3, seed=seed, progress=progress)
-    examples = unet_on_images(dataset, ids, seed, seg_config, seg, max_seg_galaxies)
+    examples = unet_on_images(dataset, ids, seed, seg_config, seg, max_seg_galaxies, augment)
     results = {"settings": settings, "dataset": dataset.name, "methods": methods, "segmentation": seg,
                "seconds": round(time.time() - t0, 1)}
     out.mkdir(parents=True, exist_ok=True)

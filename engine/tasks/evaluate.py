@@ -21,9 +21,11 @@ import pandas as pd
 from engine.data import schema
 from engine.data.store import open_dataset
 from engine.paths import PROJECT_ROOT
+from engine.tasks.augment import N_VIEWS
 from engine.tasks.baselines import baselines_dir, run_baselines
 from engine.tasks.features import FEATURE_VERSION, INPUT_COMBOS
 from engine.tasks.probes import (
+    DEFAULT_EPOCHS,
     DEFAULT_MAX_OBJECTS,
     GALAXY_TARGETS,
     HEADS_VERSION,
@@ -32,6 +34,7 @@ from engine.tasks.probes import (
     default_seg_epochs,
     probes_dir,
     train_probes,
+    view_epochs,
 )
 from engine.tasks.superres import EVALUATION, GenerationConfig, evaluate_superres
 
@@ -46,7 +49,7 @@ def default_out_dir(dataset_name: str, model_id: str) -> Path:
 
 
 def _probe_results(dataset_dir, model_dir, loaded, dataset, *, seed, epochs, max_objects, max_seg_galaxies, progress,
-                   retrain) -> dict:
+                   retrain, augment) -> dict:
     path = probes_dir(dataset, model_dir) / "probes.json"
     if not retrain and path.is_file():
         cached = json.loads(path.read_text())
@@ -56,11 +59,11 @@ def _probe_results(dataset_dir, model_dir, loaded, dataset, *, seed, epochs, max
                 and cached.get("seg_epochs", default_seg_epochs(epochs)) == default_seg_epochs(epochs)
                 and set(cached.get("combos", {})) == set(INPUT_COMBOS)  # not `prepare`'s reduced set
                 and cached.get("features") == FEATURE_VERSION and cached.get("heads") == HEADS_VERSION
-                and not cached.get("segmentation_only"))
+                and not cached.get("segmentation_only") and cached.get("augment", False) == augment)
         if same:
             return cached
     return train_probes(dataset_dir, model_dir, seed=seed, epochs=epochs, progress=progress, max_objects=max_objects,
-                        max_seg_galaxies=max_seg_galaxies, loaded=loaded)
+                        max_seg_galaxies=max_seg_galaxies, loaded=loaded, augment=augment)
 
 
 def _superres_results(loaded, dataset, model_dir, *, seed, config, max_per_kind, progress, retrain) -> tuple[dict, dict]:
@@ -156,12 +159,25 @@ def _p(r: dict) -> str:
     return f" (p = {r['generated_better_p']:.1g})" if "generated_better_p" in r else ""
 
 
+def _budgets(meta: dict) -> str:
+    """One sentence on what each side trained for, so the table's comparisons can be judged."""
+    epochs, seg = meta.get("epochs"), meta.get("seg_epochs")
+    base = meta.get("baseline_epochs", epochs)
+    if not meta.get("augment"):
+        return (f"Epochs: probes {epochs}, CNN baselines {base}, segmentation head and U-Net {seg}; all on the "
+                f"cutouts as observed.")
+    return (f"Epochs: property probes {epochs}, 1-D CNN {base}. The heads that read the image (morphology, "
+            f"segmentation) and the image baselines (CNN, U-Net) train on all {N_VIEWS} rotations/reflections of "
+            f"their training galaxies' cutouts, one epoch = every view: morphology probes {view_epochs(epochs)}, "
+            f"image CNN {view_epochs(base)}, segmentation head and U-Net {view_epochs(seg)} epochs.")
+
+
 def markdown(table: dict, meta: dict) -> str:
     """The results table as Markdown."""
     out = [f"# Results: {meta['dataset']} × {meta['model_id']}", "",
            f"Held-out split: hash of object id, seed {meta['seed']} (20 %). Objects used: {meta['n_objects']} labelled "
            f"(cap {meta['max_objects']}). Model hash {meta['model_hash']}. Produced by `aion-engine evaluate` in "
-           f"{meta['seconds']:.0f} s on {meta['device']}.", ""]
+           f"{meta['seconds']:.0f} s on {meta['device']}. {_budgets(meta)}", ""]
     methods = [f"probe: {c}" for c in INPUT_COMBOS] + ["trees (photometry)", "CNN (image)", "1-D CNN (spectrum)"]
     out += ["## Properties (held-out R²; redshift NMAD in brackets)", "",
             "| target | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
@@ -337,11 +353,14 @@ def _rgb_masks(masks: np.ndarray, channels: list[int]) -> np.ndarray:
 
 
 def evaluate(
-    dataset_dir, model_dir, out_dir=None, *, seed: int = 0, epochs: int = 30, baseline_epochs: int | None = None,
+    dataset_dir, model_dir, out_dir=None, *, seed: int = 0, epochs: int = DEFAULT_EPOCHS, baseline_epochs: int | None = None,
     max_objects: int | None = DEFAULT_MAX_OBJECTS, superres_per_kind: int = 40, superres: GenerationConfig = EVALUATION,
-    max_seg_galaxies: int | None = 1500, progress: bool = True, retrain: bool = False,
+    max_seg_galaxies: int | None = 1500, progress: bool = True, retrain: bool = False, augment: bool = True,
 ) -> dict:
     """Produce the results table and plots; returns the results dict (also written as JSON).
+
+    ``augment``: the image heads and the image baselines train on the eight dihedral views of their
+    training galaxies (:mod:`engine.tasks.augment`).
 
     ``baseline_epochs`` (default: ``epochs``) trains the baseline CNNs; the same budget as the probes, so
     the table does not flatter the foundation model with under-trained baselines.
@@ -357,16 +376,16 @@ def evaluate(
     out = Path(out_dir) if out_dir is not None else default_out_dir(dataset.name, loaded.model_id)
     out.mkdir(parents=True, exist_ok=True)
     probes = _probe_results(dataset_dir, model_dir, loaded, dataset, seed=seed, epochs=epochs, max_objects=max_objects,
-                            max_seg_galaxies=max_seg_galaxies, progress=progress, retrain=retrain)
+                            max_seg_galaxies=max_seg_galaxies, progress=progress, retrain=retrain, augment=augment)
     baselines = run_baselines(dataset_dir, seed=seed, epochs=baseline_epochs, max_objects=max_objects,
                               max_seg_galaxies=max_seg_galaxies, progress=progress,
-                              seg_epochs=probes.get("seg_epochs", default_seg_epochs(epochs)))
+                              seg_epochs=probes.get("seg_epochs", default_seg_epochs(epochs)), augment=augment)
     sr, sr_examples = _superres_results(loaded, dataset, model_dir, seed=seed, config=superres,
                                         max_per_kind=superres_per_kind, progress=progress, retrain=retrain)
     table = collect(probes, baselines, sr)
     meta = {"dataset": dataset.name, "dataset_hash": dataset.info.get("hash"), "model_id": loaded.model_id,
             "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "baseline_epochs": baseline_epochs,
-            "seg_epochs": baselines["settings"]["seg_epochs"],
+            "seg_epochs": baselines["settings"]["seg_epochs"], "augment": augment,
             "max_objects": max_objects, "max_seg_galaxies": max_seg_galaxies, "n_objects": probes.get("n_objects"),
             "device": "CPU",
             "seconds": time.time() - t0}

@@ -37,6 +37,7 @@ from engine.errors import ModelError
 from engine.model.encode import two_layer_tokens
 from engine.model.modalities import MODALITIES, VIEWS, load_modalities
 from engine.paths import PROJECT_ROOT
+from engine.tasks.augment import dihedral
 
 PHOTOMETRY_KEYS: tuple[str, ...] = VIEWS["photometry"]
 
@@ -107,9 +108,17 @@ def combo_keys(combo: str, model_keys) -> tuple[str, ...]:
     return keys
 
 
-def tokenize(loaded, dataset, object_ids: np.ndarray, keys) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
-    """Codec token ids and presence flags for ``object_ids`` (in order), one entry per key."""
+def tokenize(loaded, dataset, object_ids: np.ndarray, keys, view: int = 0
+             ) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
+    """Codec token ids and presence flags for ``object_ids`` (in order), one entry per key.
+
+    ``view`` (:data:`engine.tasks.augment.VIEWS`) turns the image cutouts before the codec sees them.
+    """
     mods = load_modalities(dataset, object_ids, keys)
+    if view:
+        for key in keys:
+            if MODALITIES[key].kind == "image":
+                mods[key][0].flux = dihedral(mods[key][0].flux, view).contiguous()
     tokens = loaded.codecs.encode(mods)
     present = {k: np.asarray(mods[k][1], dtype=bool) for k in keys}
     return tokens, present
@@ -143,9 +152,10 @@ def encode_canonical(
     return canonical, mask_all
 
 
-def embed_objects_canonical(loaded, dataset, object_ids: np.ndarray, layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_objects_canonical(loaded, dataset, object_ids: np.ndarray, layout: Layout, view: int = 0
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokenize + encode a small batch (the live path of the Predictor)."""
-    tokens, present = tokenize(loaded, dataset, object_ids, layout.keys)
+    tokens, present = tokenize(loaded, dataset, object_ids, layout.keys, view)
     return encode_canonical(loaded.model, tokens, present, layout)
 
 
@@ -171,9 +181,9 @@ class TokenCache:
         return np.array([index[int(i)] for i in ids], dtype=np.int64)
 
 
-def _meta_for(loaded, dataset, layout: Layout, object_ids: np.ndarray) -> dict:
+def _meta_for(loaded, dataset, layout: Layout, object_ids: np.ndarray, view: int = 0) -> dict:
     ids_hash = hashlib.sha256(np.asarray(object_ids, dtype=np.int64).tobytes()).hexdigest()[:16]
-    return {
+    return ({"view": int(view)} if view else {}) | {
         "format": CACHE_FORMAT,
         "model_id": loaded.model_id,
         "model_hash": loaded.hash,
@@ -190,7 +200,7 @@ def _meta_for(loaded, dataset, layout: Layout, object_ids: np.ndarray) -> dict:
 
 def _same(meta_a: dict, meta_b: dict) -> bool:
     fields = ("format", "model_hash", "dataset_hash", "keys", "tokens", "dim", "count", "ids_digest")
-    return all(meta_a.get(f) == meta_b.get(f) for f in fields)
+    return all(meta_a.get(f) == meta_b.get(f) for f in fields) and meta_a.get("view", 0) == meta_b.get("view", 0)
 
 
 def tokenize_many(loaded, dataset, object_ids: np.ndarray, keys, *, batch_size: int = 64, progress: bool = True
@@ -239,31 +249,33 @@ def _from_training_table(loaded, dataset, ids: np.ndarray, keys) -> tuple[dict, 
     return None
 
 
-def cache_is_current(loaded, dataset, object_ids: np.ndarray, keys, folder: Path) -> bool:
-    """Whether ``folder`` holds a finished cache for exactly this model, dataset, ids and keys."""
+def cache_is_current(loaded, dataset, object_ids: np.ndarray, keys, folder: Path, view: int = 0) -> bool:
+    """Whether ``folder`` holds a finished cache for exactly this model, dataset, ids, keys and view."""
     meta_path = Path(folder) / "meta.json"
     if not meta_path.is_file():
         return False
     try:
-        return _same(json.loads(meta_path.read_text()), _meta_for(loaded, dataset, Layout(tuple(keys)), np.asarray(object_ids)))
+        return _same(json.loads(meta_path.read_text()),
+                     _meta_for(loaded, dataset, Layout(tuple(keys)), np.asarray(object_ids), view))
     except ValueError:
         return False
 
 
 def build_token_cache(
     loaded, dataset, object_ids: np.ndarray, keys, folder: Path, *, batch_size: int = 32, progress: bool = True,
-    token_ids: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None,
+    token_ids: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None, view: int = 0,
 ) -> TokenCache:
     """Encode ``object_ids`` once with the combination ``keys``; reuse a matching finished cache.
 
     ``token_ids``: optional output of :func:`tokenize_many` for these ids (a superset of keys),
-    so the codecs do not run again for every combination. Resumable: chunks go into ``*.partial`` memmaps and ``progress.json`` records how many
+    so the codecs do not run again for every combination. ``view`` (:mod:`engine.tasks.augment`):
+    encode the cutouts turned by this dihedral view; only the image codec runs again. Resumable: chunks go into ``*.partial`` memmaps and ``progress.json`` records how many
     rows are done; a rerun with the same model/dataset/ids continues from there.
     """
     layout = Layout(tuple(keys))
     ids = np.asarray(object_ids, dtype=np.int64)
     folder = Path(folder)
-    meta = _meta_for(loaded, dataset, layout, ids)
+    meta = _meta_for(loaded, dataset, layout, ids, view)
     meta_path = folder / "meta.json"
     if meta_path.is_file():
         try:
@@ -290,11 +302,14 @@ def build_token_cache(
     for start in range(done, len(ids), batch_size):
         chunk = ids[start : start + batch_size]
         if token_ids is None:
-            out, mask = embed_objects_canonical(loaded, dataset, chunk, layout)
+            out, mask = embed_objects_canonical(loaded, dataset, chunk, layout, view)
         else:
             sl = slice(start, start + len(chunk))
-            out, mask = encode_canonical(loaded.model, {k: torch.from_numpy(token_ids[0][k][sl]) for k in layout.keys},
-                                         {k: token_ids[1][k][sl] for k in layout.keys}, layout)
+            tokens = {k: torch.from_numpy(token_ids[0][k][sl]) for k in layout.keys}
+            turned = [k for k in layout.keys if view and MODALITIES[k].kind == "image"]
+            if turned:
+                tokens |= tokenize(loaded, dataset, chunk, turned, view)[0]
+            out, mask = encode_canonical(loaded.model, tokens, {k: token_ids[1][k][sl] for k in layout.keys}, layout)
         emb[start : start + len(chunk)] = out.float().cpu().numpy().astype(np.float16)
         msk[start : start + len(chunk)] = mask.cpu().numpy()
         emb.flush()

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from engine.errors import ModelError
+from engine.tasks.augment import N_VIEWS
 
 
 @dataclass(frozen=True)
@@ -51,15 +52,21 @@ def fit(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     config: FitConfig,
     desc: str = "fit",
+    views: Callable[[torch.Tensor, torch.Tensor], tuple[list[torch.Tensor], torch.Tensor]] | None = None,
 ) -> dict:
     """Train ``model(*inputs) -> prediction`` against ``target``; restore the best-validation weights.
 
     Inputs may be stored float16 (the token caches); each batch is cast to float32.
+    ``views`` (:mod:`engine.tasks.augment`) gives each training example in each of the eight dihedral
+    views of its cutout: ``views(idx, view)`` returns that batch's inputs and target, and an epoch is
+    a pass over every (example, view) pair. Validation always sees the examples as observed.
     Returns a small history dict (best epoch, losses) for the results JSON.
     """
-    n = len(target)
-    if n == 0:
+    n_examples = len(target)
+    if n_examples == 0:
         raise ValueError(f"{desc}: no training examples")
+    n_views = N_VIEWS if views is not None else 1
+    n = n_examples * n_views
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -75,7 +82,10 @@ def fit(
         running = 0.0
         for start in range(0, n, config.batch_size):
             idx = perm[start : start + config.batch_size]
-            *xb, yb = _batch([*inputs, target], idx)
+            if views is None:
+                *xb, yb = _batch([*inputs, target], idx)
+            else:
+                xb, yb = views(idx % n_examples, idx // n_examples)
             loss = loss_fn(model(*xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -32,6 +32,7 @@ from engine.data.store import open_dataset
 from engine.errors import DatasetError
 from engine.paths import results_dir
 from engine.tasks import arrays, metrics, segmentation
+from engine.tasks.augment import N_VIEWS, TokenViews
 from engine.tasks.features import (
     FEATURE_VERSION,
     INPUT_COMBOS,
@@ -166,12 +167,26 @@ def _fit_property_group(cache, catalog, ids, kind, targets, seed, config, desc):
     return module, meta, pd.concat(frames, ignore_index=True)
 
 
-def _fit_morphology(cache, catalog, ids, seed, config, desc):
+def morphology_ids(catalog: pd.DataFrame, ids: np.ndarray) -> np.ndarray:
+    """Galaxies among ``ids`` with a morphology label."""
     if MORPHOLOGY_TARGET not in catalog.columns:
-        return None
+        return ids[:0]
     label = _labels(catalog, ids, [MORPHOLOGY_TARGET])[:, 0]
-    use = np.isfinite(label) & (label >= 0)
-    ids_k, y = ids[use], label[use].astype(np.int64)
+    return ids[np.isfinite(label) & (label >= 0)]
+
+
+def _token_views(views: list[TokenCache] | None, ids_fit: np.ndarray, tok: torch.Tensor, extra, target, **kw):
+    """The fit examples in all dihedral views (:class:`TokenViews`), or None without view caches."""
+    if views is None:
+        return None
+    return TokenViews(tok, [v.embeddings for v in views], views[0].rows(ids_fit), extra, target, **kw)
+
+
+def _fit_morphology(cache, catalog, ids, seed, config, desc, views: list[TokenCache] | None = None):
+    ids_k = morphology_ids(catalog, ids)
+    if len(ids_k) == 0:
+        return None
+    y = _labels(catalog, ids_k, [MORPHOLOGY_TARGET])[:, 0].astype(np.int64)
     split = _split_rows(ids_k, seed)
     if split is None:
         return None
@@ -190,15 +205,18 @@ def _fit_morphology(cache, catalog, ids, seed, config, desc):
     if isinstance(module, RadialMorphologyProbe):
         module.standardize_on(tok[fit_r], msk[fit_r])
     yt = torch.from_numpy(y)
+    if views is not None:
+        config = dataclasses.replace(config, epochs=view_epochs(config.epochs))
     history = fit(module, (tok[fit_r], msk[fit_r]), yt[fit_r], (tok[val_r], msk[val_r]), yt[val_r],
-                  nn.functional.cross_entropy, config, desc=desc)
+                  nn.functional.cross_entropy, config, desc=desc,
+                  views=_token_views(views, ids_k[fit_r], tok[fit_r], [msk[fit_r]], yt[fit_r]))
     prob = predict(module, (tok[test_r], msk[test_r])).softmax(-1).numpy()
     pred = prob.argmax(1)
     cm = metrics.confusion_matrix(y[test_r], pred, n_classes)
     scores = {"accuracy": metrics.accuracy(y[test_r], pred), "n_train": len(fit_r), "n_test": len(test_r),
               "confusion": cm.tolist()}
     meta = {"head": "morphology", **shape, "classes": list(schema.MORPHOLOGY_CLASSES), "keys": list(cache.layout.keys), "metrics": scores,
-            "best_epoch": history["best_epoch"], "seed": seed}
+            "best_epoch": history["best_epoch"], "epochs": config.epochs, "views": N_VIEWS if views else 1, "seed": seed}
     frame = pd.DataFrame({"object_id": ids_k[test_r], "target": MORPHOLOGY_TARGET, "true": y[test_r].astype(float),
                           "pred": pred.astype(float)})
     return module, meta, frame
@@ -213,26 +231,45 @@ def segmentation_ids(dataset, ids: np.ndarray) -> np.ndarray:
     return ids[(cat["kind"].astype(str).to_numpy() == "galaxy") & cat[flag].to_numpy(bool)]
 
 
-def _fit_segmentation(cache, dataset, ids, seed, config, desc, max_galaxies: int | None):
-    if "tok_image" not in cache.layout.keys:
-        return None
+def segmentation_subset(dataset, ids: np.ndarray, seed: int, max_galaxies: int | None) -> np.ndarray:
+    """The galaxies the segmentation head (and the U-Net) use: those with a map, at most ``max_galaxies``
+    (a stable hash-ordered subset)."""
     ids_k = segmentation_ids(dataset, ids)
     if max_galaxies is not None and len(ids_k) > max_galaxies:
         ids_k = np.sort(ids_k[np.argsort(unit_hash(ids_k, seed + 2))[:max_galaxies]])
+    return ids_k
+
+
+def fit_ids(ids_k: np.ndarray, seed: int) -> np.ndarray:
+    """The training (not validation, not held-out) objects of ``ids_k`` under the shared split."""
+    split = _split_rows(ids_k, seed)
+    return ids_k[:0] if split is None else ids_k[split[0]]
+
+
+def _fit_segmentation(cache, dataset, ids, seed, config, desc, max_galaxies: int | None,
+                      views: list[TokenCache] | None = None):
+    if "tok_image" not in cache.layout.keys:
+        return None
+    ids_k = segmentation_subset(dataset, ids, seed, max_galaxies)
     split = _split_rows(ids_k, seed)
     if split is None:
         return None
     fit_r, val_r, test_r = split
+    image = cache.layout.slice_of("tok_image")
     tok, _ = _tensor(cache, cache.rows(ids_k))
-    tok = tok[:, cache.layout.slice_of("tok_image")].contiguous()
+    tok = tok[:, image].contiguous()
     masks = torch.from_numpy(arrays.segmaps(dataset, ids_k))
     head = SegmentationHead(tok.shape[-1], len(segmentation.CLASSES))
-    history = fit(head, (tok[fit_r],), masks[fit_r], (tok[val_r],), masks[val_r], segmentation.seg_loss, config, desc)
+    if views is not None:
+        config = dataclasses.replace(config, epochs=view_epochs(config.epochs))
+    history = fit(head, (tok[fit_r],), masks[fit_r], (tok[val_r],), masks[val_r], segmentation.seg_loss, config, desc,
+                  views=_token_views(views, ids_k[fit_r], tok[fit_r], [], masks[fit_r], columns=image, turn_target=True))
     pred = segmentation.predict_masks(head, (tok[test_r],))
     true = masks[test_r].numpy()
     scores = {"iou": segmentation.iou_per_class(true, pred), "n_train": len(fit_r), "n_test": len(test_r)}
     meta = {"head": "segmentation", "dim": int(tok.shape[-1]), "classes": list(segmentation.CLASSES),
-            "keys": list(cache.layout.keys), "metrics": scores, "best_epoch": history["best_epoch"], "seed": seed}
+            "keys": list(cache.layout.keys), "metrics": scores, "best_epoch": history["best_epoch"],
+            "epochs": config.epochs, "views": N_VIEWS if views else 1, "seed": seed}
     examples = {"object_id": ids_k[test_r][:6], "true": true[:6], "pred": pred[:6]}
     return head, meta, examples
 
@@ -274,6 +311,13 @@ def default_seg_epochs(epochs: int) -> int:
 SEGMENTATION_EPOCHS = default_seg_epochs(DEFAULT_EPOCHS)
 
 
+def view_epochs(epochs: int) -> int:
+    """Epochs of a head (or baseline) that trains on all eight dihedral views (:mod:`engine.tasks.augment`),
+    where one epoch is a pass over every view: a quarter of ``epochs``, so it sees each galaxy twice as often
+    as without views, for twice the compute."""
+    return max(1, -(-epochs // 4))
+
+
 def train_probes(
     dataset_dir,
     model_dir,
@@ -288,9 +332,15 @@ def train_probes(
     max_seg_galaxies: int | None = 1500,
     seg_epochs: int | None = None,
     segmentation_only: tuple[str, ...] = (),
+    augment: bool = True,
     loaded=None,
 ) -> dict:
     """Cache frozen-encoder tokens per input combination, train every probe, save heads + metrics.
+
+    With ``augment`` the heads that read the image (morphology, segmentation) train on all eight
+    dihedral views of their training galaxies (:mod:`engine.tasks.augment`): the turned cutouts are
+    encoded once more each into ``tokens/<combo>.views/view<v>/`` (7 extra encodings of the training
+    galaxies of those two heads).
 
     For the combinations in ``segmentation_only`` only the segmentation head is trained (what
     ``prepare`` needs of the segmentation combination: the app reads its other heads nowhere).
@@ -319,7 +369,7 @@ def train_probes(
                      "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "max_objects": max_objects,
                      "max_seg_galaxies": max_seg_galaxies, "seg_epochs": seg_config.epochs,
                      "features": FEATURE_VERSION, "heads": HEADS_VERSION,
-                     "segmentation_only": sorted(segmentation_only),
+                     "segmentation_only": sorted(segmentation_only), "augment": bool(augment),
                      "n_objects": int(len(ids)), "combos": {}}
     heldout_frames = []
     combo_list = combos or tuple(INPUT_COMBOS)
@@ -331,6 +381,8 @@ def train_probes(
         keys = combo_keys(combo, loaded.token_keys)
         cache = build_token_cache(loaded, dataset, ids, keys, out / "tokens" / combo, progress=progress,
                                   token_ids=token_ids)
+        views = _view_caches(loaded, dataset, out, combo, keys, ids, token_ids, seed, max_seg_galaxies,
+                             segmentation_only, progress) if augment else None
         combo_res: dict = {"keys": list(keys)}
         for group, (kind, targets) in PROPERTY_GROUPS.items() if combo not in segmentation_only else ():
             fitted = _fit_property_group(cache, catalog, ids, kind, targets, seed, config, f"{combo} {group}")
@@ -342,7 +394,7 @@ def train_probes(
             combo_res.update(meta["metrics"])
             heldout_frames.append(frame.assign(combo=combo))
         fitted = None if combo in segmentation_only else _fit_morphology(cache, catalog, ids, seed, config,
-                                                                          f"{combo} morphology")
+                                                                          f"{combo} morphology", views)
         if fitted is not None:
             module, meta, frame = fitted
             _stamp(meta, combo, loaded.hash)
@@ -350,7 +402,8 @@ def train_probes(
             combo_res[MORPHOLOGY_TARGET] = meta["metrics"]
             heldout_frames.append(frame.assign(combo=combo))
         if combo == SEGMENTATION_COMBO:
-            fitted = _fit_segmentation(cache, dataset, ids, seed, seg_config, f"{combo} segmentation", max_seg_galaxies)
+            fitted = _fit_segmentation(cache, dataset, ids, seed, seg_config, f"{combo} segmentation", max_seg_galaxies,
+                                       views)
             if fitted is not None:
                 module, meta, examples = fitted
                 _stamp(meta, combo, loaded.hash)
@@ -369,6 +422,34 @@ def train_probes(
         pd.concat(heldout_frames, ignore_index=True).to_parquet(tmp)
         os.replace(tmp, out / "heldout.parquet")
     return results
+
+
+def _view_caches(loaded, dataset, out: Path, combo: str, keys, ids: np.ndarray, token_ids, seed: int,
+                 max_seg_galaxies: int | None, segmentation_only, progress: bool) -> list[TokenCache] | None:
+    """Token caches of the seven turned views of the training galaxies of ``combo``'s image heads
+    (morphology unless segmentation-only; segmentation for :data:`SEGMENTATION_COMBO`); None if the
+    combination has no image or those heads have nothing to train on."""
+    if "tok_image" not in keys:
+        return None
+    wanted = []
+    if combo not in segmentation_only:
+        wanted.append(fit_ids(morphology_ids(dataset.catalog, ids), seed))
+    if combo == SEGMENTATION_COMBO:
+        wanted.append(fit_ids(segmentation_subset(dataset, ids, seed, max_seg_galaxies), seed))
+    view_ids = np.unique(np.concatenate([ids[:0], *wanted]))
+    if len(view_ids) == 0:
+        return None
+    folders = [out / "tokens" / f"{combo}.views" / f"view{v}" for v in range(1, N_VIEWS)]
+    stale = [not cache_is_current(loaded, dataset, view_ids, keys, f, v) for v, f in enumerate(folders, 1)]
+    sub_ids = None
+    if any(stale):  # the codecs of the modalities that do not turn run once, not once per view
+        if token_ids is not None:
+            rows = pd.Index(ids).get_indexer(view_ids)
+            sub_ids = ({k: t[rows] for k, t in token_ids[0].items()}, {k: p[rows] for k, p in token_ids[1].items()})
+        else:
+            sub_ids = tokenize_many(loaded, dataset, view_ids, keys, progress=progress)
+    return [build_token_cache(loaded, dataset, view_ids, keys, f, progress=progress, token_ids=sub_ids, view=v)
+            for v, f in enumerate(folders, 1)]
 
 
 def load_heads(

@@ -25,6 +25,9 @@ def setup_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=4, help="generated spectra per object (default 4)")
     parser.add_argument("--steps", type=int, default=8, help="unmasking steps (default 8)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    parser.add_argument("--no-augment", action="store_true",
+                        help="train the image heads and image baselines on the cutouts as observed only (default: "
+                             "also on their 7 rotations/reflections, which encodes their training galaxies 7 more times)")
     parser.add_argument("--retrain", action="store_true", help="retrain probes even if up-to-date heads exist")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -47,7 +50,7 @@ def run_cli(args: argparse.Namespace) -> int:
                        baseline_epochs=args.baseline_epochs, max_objects=args.max_objects or None,
                        max_seg_galaxies=args.max_seg_galaxies or None,
                        superres_per_kind=args.superres_objects, superres=config, progress=not args.no_progress,
-                       retrain=args.retrain)
+                       retrain=args.retrain, augment=not args.no_augment)
     if args.json:
         print(json.dumps(results, default=str))
     else:

@@ -72,6 +72,36 @@ def test_flags_counts_and_hash(small_dataset):
     assert ds.sources == ["image_ls"]
 
 
+def test_hash_is_of_the_content_not_the_file_encoding(small_dataset, tmp_path):
+    """The same catalog written by another parquet writer (here: another compression) and the same
+    arrays re-compressed keep the hash; a changed catalog value or array row changes it."""
+    import shutil
+
+    from engine.data.writer import _content_hash
+
+    root, _ = small_dataset
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    before = _content_hash(copy)
+    assert before == open_dataset(root).hash
+    catalog = pd.read_parquet(copy / "catalog.parquet")
+    catalog.to_parquet(copy / "catalog.parquet", compression="gzip")
+    with h5py.File(copy / "images_ls.h5", "r") as src, h5py.File(copy / "recompressed.tmp", "w") as dst:
+        for name in src:
+            dst.create_dataset(name, data=src[name][...], compression="gzip", compression_opts=9)
+    (copy / "recompressed.tmp").replace(copy / "images_ls.h5")
+    assert _content_hash(copy) == before
+    changed = catalog.copy()
+    changed.loc[3, "ra"] += 1e-9
+    changed.to_parquet(copy / "catalog.parquet")
+    assert _content_hash(copy) != before
+    catalog.to_parquet(copy / "catalog.parquet")
+    assert _content_hash(copy) == before
+    with h5py.File(copy / "images_ls.h5", "r+") as f:
+        f["image_array"][0] = f["image_array"][0] + 1.0
+    assert _content_hash(copy) != before
+
+
 def test_unknown_and_missing_ids_are_named(small_dataset):
     root, _ = small_dataset
     ds = open_dataset(root)

@@ -64,6 +64,18 @@ def test_train_probes_writes_heads_metrics_and_caches(trained, results_root, tin
     np.testing.assert_array_equal(~cache.mask[:, sl].all(1), cat["has_spectrum_desi"].to_numpy(bool))
     held = pd.read_parquet(pdir / "heldout.parquet")
     assert {"object_id", "target", "true", "pred", "combo"} <= set(held.columns)
+    # the image heads trained on all eight dihedral views of their training galaxies, the turned
+    # cutouts encoded once each; the photometry-only heads have no image to turn
+    assert trained["augment"] and heads["morphology"][1]["views"] == 8 and heads["segmentation"][1]["views"] == 8
+    assert load_heads(pdir, "photometry")["morphology"][1]["views"] == 1
+    for combo in ("photometry+image", "photometry+image+spectrum"):
+        turned = [open_token_cache(pdir / "tokens" / f"{combo}.views" / f"view{v}") for v in range(1, 8)]
+        assert [c.meta["view"] for c in turned] == list(range(1, 8))
+        base = open_token_cache(pdir / "tokens" / combo)
+        rows = base.rows(turned[0].object_ids)
+        image = base.layout.slice_of("tok_image")
+        assert not np.array_equal(turned[0].embeddings[:, image], base.embeddings[rows][:, image])
+    assert not (pdir / "tokens" / "photometry.views").exists()
 
 
 def test_token_cache_resumes_after_a_crash(tmp_path, tiny_mock, task_model_dir, monkeypatch):
