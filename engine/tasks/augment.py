@@ -10,7 +10,8 @@ the image codec's tokens of a turned image are not the turned tokens. Validation
 galaxies are only ever seen as observed.
 
 Measured on the default mock (photometry + image tokens, 1407 training galaxies, 424 held out):
-the morphology probe goes from 0.792 to 0.861 held-out accuracy.
+the morphology probe goes from 0.792 to 0.854 held-out accuracy with the shipped epochs rule
+(:func:`engine.tasks.probes.view_epochs`: 8 epochs of all views), 0.861 with 30.
 """
 
 from __future__ import annotations

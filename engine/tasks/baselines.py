@@ -14,7 +14,6 @@ under ``<index root>/<dataset>/baselines/`` and reused by every evaluation.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import time
@@ -40,7 +39,7 @@ from engine.tasks.probes import (
     STAR_TARGETS,
     segmentation_subset,
     select_objects,
-    view_epochs,
+    view_config,
 )
 from engine.tasks.splits import is_held_out, validation_ids
 
@@ -192,11 +191,6 @@ def trees_on_photometry(cat, ids, seed, frames, results) -> None:
             _morph_score("trees (photometry)", ids[te], label[te].astype(int), pred, frames, results)
 
 
-def _with_views(config: FitConfig, augment: bool) -> FitConfig:
-    """The config of a net that trains on all dihedral views: the probes' :func:`view_epochs` rule."""
-    return dataclasses.replace(config, epochs=view_epochs(config.epochs)) if augment else config
-
-
 def cnn_on_images(dataset, cat, ids, seed, config, frames, results, augment: bool = False) -> None:
     kinds = cat.loc[ids, "kind"].astype(str).to_numpy()
     has = cat.loc[ids, schema.source("image_ls").flag].to_numpy(bool) if "has_image_ls" in cat.columns else np.ones(len(ids), bool)
@@ -215,7 +209,7 @@ def cnn_on_images(dataset, cat, ids, seed, config, frames, results, augment: boo
     net = ImageCNN(len(GALAXY_TARGETS), N_CLASSES)
     views = PixelViews(x[fit_r], target[fit_r], turn_target=False) if augment else None
     fit(net, (x[fit_r],), target[fit_r], (x[val_r],), target[val_r], _joint_loss(len(GALAXY_TARGETS)),
-        _with_views(config, augment), "image CNN", views=views)
+        view_config(config) if augment else config, "image CNN", views=views)
     out = predict(net, (x[test_r],)).numpy()
     pred = out[:, : len(GALAXY_TARGETS)] * std + mean
     _score("CNN (image)", ids_k[test_r], GALAXY_TARGETS, y[test_r, :-1], pred, frames, results)
@@ -260,7 +254,7 @@ def unet_on_images(dataset, ids, seed, config, results, max_galaxies: int | None
     masks = torch.from_numpy(arrays.segmaps(dataset, ids_k))
     net = segmentation.UNet(len(segmentation.CLASSES))
     views = PixelViews(x[fit_r], masks[fit_r], turn_target=True) if augment else None
-    fit(net, (x[fit_r],), masks[fit_r], (x[val_r],), masks[val_r], segmentation.seg_loss, _with_views(config, augment),
+    fit(net, (x[fit_r],), masks[fit_r], (x[val_r],), masks[val_r], segmentation.seg_loss, view_config(config) if augment else config,
         "U-Net", views=views)
     pred = segmentation.predict_masks(net, (x[test_r],))
     true = masks[test_r].numpy()

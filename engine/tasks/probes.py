@@ -206,7 +206,7 @@ def _fit_morphology(cache, catalog, ids, seed, config, desc, views: list[TokenCa
         module.standardize_on(tok[fit_r], msk[fit_r])
     yt = torch.from_numpy(y)
     if views is not None:
-        config = dataclasses.replace(config, epochs=view_epochs(config.epochs))
+        config = view_config(config)
     history = fit(module, (tok[fit_r], msk[fit_r]), yt[fit_r], (tok[val_r], msk[val_r]), yt[val_r],
                   nn.functional.cross_entropy, config, desc=desc,
                   views=_token_views(views, ids_k[fit_r], tok[fit_r], [msk[fit_r]], yt[fit_r]))
@@ -261,7 +261,7 @@ def _fit_segmentation(cache, dataset, ids, seed, config, desc, max_galaxies: int
     masks = torch.from_numpy(arrays.segmaps(dataset, ids_k))
     head = SegmentationHead(tok.shape[-1], len(segmentation.CLASSES))
     if views is not None:
-        config = dataclasses.replace(config, epochs=view_epochs(config.epochs))
+        config = view_config(config)
     history = fit(head, (tok[fit_r],), masks[fit_r], (tok[val_r],), masks[val_r], segmentation.seg_loss, config, desc,
                   views=_token_views(views, ids_k[fit_r], tok[fit_r], [], masks[fit_r], columns=image, turn_target=True))
     pred = segmentation.predict_masks(head, (tok[test_r],))
@@ -316,6 +316,11 @@ def view_epochs(epochs: int) -> int:
     where one epoch is a pass over every view: a quarter of ``epochs``, so it sees each galaxy twice as often
     as without views, for twice the compute."""
     return max(1, -(-epochs // 4))
+
+
+def view_config(config: FitConfig) -> FitConfig:
+    """``config`` for a head or baseline that trains on all dihedral views: its epochs by :func:`view_epochs`."""
+    return dataclasses.replace(config, epochs=view_epochs(config.epochs))
 
 
 def train_probes(
