@@ -39,6 +39,7 @@ from engine.tasks import probes  # noqa: E402
 from engine.tasks.features import open_token_cache  # noqa: E402
 from engine.tasks.fitting import FitConfig, fit, predict  # noqa: E402
 from engine.tasks.heads import AttentivePooling, MorphologyProbe, mlp  # noqa: E402
+from engine.tasks.splits import split_rows  # noqa: E402
 
 GRID = 24
 
@@ -113,7 +114,7 @@ def main() -> int:
     label = probes._labels(ds.catalog, ids, [probes.MORPHOLOGY_TARGET])[:, 0]
     use = np.isfinite(label) & (label >= 0)
     ids_k, y = ids[use], torch.from_numpy(label[use].astype(np.int64))
-    split = probes._split_rows(ids_k, args.seed)
+    split = split_rows(ids_k, args.seed)
     feats, msk = probes._tensor(cache, cache.rows(ids_k))
     d = loaded.dim
     tok = feats[..., d:] if feats.shape[-1] == 2 * d else feats  # the last encoder layer (features.py, version 2)

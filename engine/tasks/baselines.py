@@ -41,7 +41,7 @@ from engine.tasks.probes import (
     select_objects,
     view_config,
 )
-from engine.tasks.splits import is_held_out, validation_ids
+from engine.tasks.splits import is_held_out, split_rows
 
 N_CLASSES = len(schema.MORPHOLOGY_CLASSES)
 
@@ -102,14 +102,6 @@ def _joint_loss(n_targets: int):
 
 
 # --- shared helpers --------------------------------------------------------------------
-
-
-def _split_rows(ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    held = is_held_out(ids, seed)
-    fit_ids, val_ids = validation_ids(ids[~held], seed)
-    pos = {int(i): r for r, i in enumerate(ids)}
-    rows = lambda sel: np.array([pos[int(i)] for i in sel], dtype=np.int64)  # noqa: E731
-    return rows(fit_ids), rows(val_ids), np.flatnonzero(held)
 
 
 def _standardise(y: np.ndarray, fit_r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -200,9 +192,10 @@ def cnn_on_images(dataset, cat, ids, seed, config, frames, results, augment: boo
     cols = [*GALAXY_TARGETS, MORPHOLOGY_TARGET]
     y = _labels(cat, ids_k, cols)
     y[:, -1] = np.where(np.isfinite(y[:, -1]), y[:, -1], -1)
-    fit_r, val_r, test_r = _split_rows(ids_k, seed)
-    if len(fit_r) < 4 or len(test_r) < 2:
+    split = split_rows(ids_k, seed)
+    if split is None:
         return
+    fit_r, val_r, test_r = split
     yz, mean, std = _standardise(y[:, :-1], fit_r)
     target = torch.from_numpy(np.concatenate([yz, y[:, -1:].astype(np.float32)], 1))
     x = torch.from_numpy(arrays.images(dataset, ids_k))
@@ -231,9 +224,10 @@ def cnn_on_spectra(dataset, cat, ids, seed, config, frames, results) -> None:
     kinds = cat.loc[ids_k, "kind"].astype(str).to_numpy()
     y[kinds != "galaxy", : len(GALAXY_TARGETS)] = np.nan
     y[kinds != "star", len(GALAXY_TARGETS):] = np.nan
-    fit_r, val_r, test_r = _split_rows(ids_k, seed)
-    if len(fit_r) < 4 or len(test_r) < 2:
+    split = split_rows(ids_k, seed)
+    if split is None:
         return
+    fit_r, val_r, test_r = split
     yz, mean, std = _standardise(y, fit_r)
     x = torch.from_numpy(arrays.spectra(dataset, ids_k)[3])
     net = SpectrumCNN(len(targets))
@@ -247,9 +241,10 @@ def unet_on_images(dataset, ids, seed, config, results, max_galaxies: int | None
     from engine.tasks import segmentation
 
     ids_k = segmentation_subset(dataset, ids, seed, max_galaxies)
-    fit_r, val_r, test_r = _split_rows(ids_k, seed) if len(ids_k) else (np.array([]),) * 3
-    if len(fit_r) < 4 or len(test_r) < 2:
+    split = split_rows(ids_k, seed)
+    if split is None:
         return None
+    fit_r, val_r, test_r = split
     x = torch.from_numpy(arrays.images(dataset, ids_k))
     masks = torch.from_numpy(arrays.segmaps(dataset, ids_k))
     net = segmentation.UNet(len(segmentation.CLASSES))
@@ -258,7 +253,7 @@ def unet_on_images(dataset, ids, seed, config, results, max_galaxies: int | None
         "U-Net", views=views)
     pred = segmentation.predict_masks(net, (x[test_r],))
     true = masks[test_r].numpy()
-    results["U-Net (image)"] = {"iou": segmentation.iou_per_class(true, pred), "n_train": len(fit_r), "n_test": len(test_r)}
+    results["U-Net (image)"] = {**segmentation.scores(ids_k[test_r], true, pred), "n_train": len(fit_r)}
     return {"object_id": ids_k[test_r][:6], "image": x[test_r][:6].numpy(), "true": true[:6], "pred": pred[:6]}
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 from engine.data import schema
 from engine.data.store import open_dataset
 from engine.paths import PROJECT_ROOT
+from engine.tasks import metrics, segmentation
 from engine.tasks.augment import N_VIEWS
 from engine.tasks.baselines import baselines_dir, run_baselines
 from engine.tasks.features import FEATURE_VERSION, INPUT_COMBOS
@@ -108,6 +109,79 @@ def collect(probes: dict, baselines: dict, superres: dict | None) -> dict:
     return {"properties": props, "segmentation": seg, "superres": superres or {}}
 
 
+def _heldout_predictions(probes_folder: Path, base_folder: Path) -> pd.DataFrame:
+    """Every method's held-out predictions in one frame (object_id, target, true, pred, method); empty if none."""
+    frames = []
+    for path, column, prefix in ((probes_folder / "heldout.parquet", "combo", "probe: "),
+                                 (base_folder / "heldout.parquet", "method", "")):
+        if path.is_file():
+            frame = pd.read_parquet(path)
+            frames.append(frame.assign(method=prefix + frame.pop(column).astype(str)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["object_id", "target", "true", "pred", "method"])
+
+
+def paired_differences(table: dict, heldout: pd.DataFrame, seed: int = 0) -> dict:
+    """Per target: the best probe against the best baseline on the objects both predicted, with a paired
+    bootstrap interval on the difference of their scores (:func:`metrics.paired_bootstrap`). Targets
+    whose predictions are not all cached are left out."""
+    out = {}
+    for target, methods in table["properties"].items():
+        best = _best_pair(target, methods)
+        if best is None:
+            continue
+        probe, base = best
+        rows = heldout[heldout["target"] == target]
+        a = rows[rows["method"] == probe].drop_duplicates("object_id").set_index("object_id")
+        b = rows[rows["method"] == base].drop_duplicates("object_id").set_index("object_id")
+        common = a.index.intersection(b.index)
+        if len(common) < 2:
+            continue
+        a, b = a.loc[common], b.loc[common]
+        score = metrics.accuracy if target == MORPHOLOGY_TARGET else metrics.r2_score
+        r = metrics.paired_bootstrap(score, a["true"].to_numpy(), a["pred"].to_numpy(), b["pred"].to_numpy(), seed=seed)
+        if np.isfinite(r["diff_ci"]).all():
+            out[target] = {"probe": probe, "baseline": base, **r}
+    return out
+
+
+#: the segmentation classes the verdicts speak about (the issue's: spiral arms and bar)
+VERDICT_CLASSES = ("arms", "bar")
+
+
+def paired_segmentation(table: dict, seed: int = 0) -> dict:
+    """Per class in :data:`VERDICT_CLASSES`: the frozen-token head against the U-Net on the same held-out
+    galaxies, a paired bootstrap over galaxies of the dataset-level IoU; empty when either side's
+    per-galaxy pixel counts are not cached (runs before they were recorded)."""
+    seg = table["segmentation"]
+    head = next((v for k, v in seg.items() if k.startswith("head")), None)
+    unet = seg.get("U-Net (image)")
+    if not head or not unet or "per_galaxy" not in head or "per_galaxy" not in unet:
+        return {}
+    a, b = head["per_galaxy"], unet["per_galaxy"]
+    if a["object_id"] != b["object_id"]:
+        return {}
+    def counts(galaxies: dict, cls: str) -> np.ndarray:
+        return np.stack([galaxies["intersection"][cls], galaxies["union"][cls]], 1)
+
+    out = {}
+    for cls in VERDICT_CLASSES:
+        if cls in a["union"] and cls in b["union"]:
+            r = metrics.paired_bootstrap(segmentation.pixel_iou, np.arange(len(a["object_id"])), counts(a, cls),
+                                         counts(b, cls), seed=seed)
+            if np.isfinite(r["diff_ci"]).all():  # a class absent from every held-out galaxy has no IoU
+                out[cls] = r
+    return out
+
+
+def _best_pair(target: str, methods: dict) -> tuple[str, str] | None:
+    """(best probe, best baseline) by score, or None when either side has no finite score."""
+    probes = {m: _score(target, r) for m, r in methods.items() if m.startswith("probe") and math.isfinite(_score(target, r))}
+    bases = {m: _score(target, r) for m, r in methods.items() if not m.startswith("probe") and math.isfinite(_score(target, r))}
+    if not probes or not bases:
+        return None
+    return max(probes, key=probes.get), max(bases, key=bases.get)
+
+
 def _score(target: str, res: dict) -> float:
     return res.get("accuracy", math.nan) if target == MORPHOLOGY_TARGET else res.get("r2", math.nan)
 
@@ -116,27 +190,43 @@ def verdicts(table: dict) -> list[str]:
     """Plain sentences: for each task, does the best foundation-model probe beat the best baseline?"""
     lines = []
     for target, methods in table["properties"].items():
-        probes = {m: _score(target, r) for m, r in methods.items() if m.startswith("probe") and math.isfinite(_score(target, r))}
-        bases = {m: _score(target, r) for m, r in methods.items() if not m.startswith("probe") and math.isfinite(_score(target, r))}
-        if not probes or not bases:
+        best = _best_pair(target, methods)
+        if best is None:
             continue
-        bp, bb = max(probes, key=probes.get), max(bases, key=bases.get)
+        bp, bb = best
+        p, b = _score(target, methods[bp]), _score(target, methods[bb])
         what = "accuracy" if target == MORPHOLOGY_TARGET else "R²"
         name = "morphology" if target == MORPHOLOGY_TARGET else LABELS.get(target, target)
-        if probes[bp] >= bases[bb]:
-            lines.append(f"{name}: the foundation model wins ({bp}, {what} {probes[bp]:.3f} vs {bb} {bases[bb]:.3f}).")
+        paired = table.get("paired", {}).get(target)
+        noise = ""
+        if paired and paired["probe"] == bp and paired["baseline"] == bb:
+            lo, hi = paired["diff_ci"]
+            noise = f" (difference {paired['diff']:+.3f}, {paired['level']:.0%} interval {lo:+.3f} to {hi:+.3f})"
+            if lo <= 0 <= hi:
+                lines.append(f"{name}: **no winner beyond the noise of {paired['n']} held-out objects** — the best probe "
+                             f"({bp}) {p:.3f}, {bb} {b:.3f}{noise}.")
+                continue
+        if p >= b:
+            lines.append(f"{name}: the foundation model wins ({bp}, {what} {p:.3f} vs {bb} {b:.3f}){noise}.")
         else:
-            lines.append(f"{name}: **the foundation model loses** — {bb} reaches {what} {bases[bb]:.3f}, "
-                         f"the best probe ({bp}) {probes[bp]:.3f}.")
+            lines.append(f"{name}: **the foundation model loses** — {bb} reaches {what} {b:.3f}, "
+                         f"the best probe ({bp}) {p:.3f}{noise}.")
     seg = table["segmentation"]
     head = next((v for k, v in seg.items() if k.startswith("head")), None)
     unet = seg.get("U-Net (image)")
     if head and unet:
-        for cls in ("arms", "bar"):
+        for cls in VERDICT_CLASSES:
             h, u = head["iou"].get(cls, math.nan), unet["iou"].get(cls, math.nan)
             if math.isfinite(h) and math.isfinite(u):
+                paired = table.get("paired_segmentation", {}).get(cls)
                 word = "wins" if h >= u else "**loses**"
-                lines.append(f"segmentation {cls}: the frozen-token head {word} (IoU {h:.3f} vs U-Net {u:.3f}).")
+                noise = ""
+                if paired:
+                    lo, hi = paired["diff_ci"]
+                    noise = f"; difference {paired['diff']:+.3f}, {paired['level']:.0%} interval {lo:+.3f} to {hi:+.3f}"
+                    if lo <= 0 <= hi:
+                        word = "**neither wins beyond the noise of the held-out galaxies**:"
+                lines.append(f"segmentation {cls}: the frozen-token head {word} (IoU {h:.3f} vs U-Net {u:.3f}{noise}).")
     for kind in ("galaxy", "star"):
         sr = table["superres"].get(kind)
         if sr:
@@ -172,12 +262,18 @@ def _budgets(meta: dict) -> str:
             f"image CNN {view_epochs(base)}, segmentation head and U-Net {view_epochs(seg)} epochs.")
 
 
+def _provenance(meta: dict) -> str:
+    if "missing" in meta:  # report_from_caches: nothing was computed for this table
+        return (f"Written from the cached runs of `aion-engine evaluate` (probes and baselines took "
+                f"{meta['seconds']:.0f} s on {meta['device']}).")
+    return f"Produced by `aion-engine evaluate` in {meta['seconds']:.0f} s on {meta['device']}."
+
+
 def markdown(table: dict, meta: dict) -> str:
     """The results table as Markdown."""
     out = [f"# Results: {meta['dataset']} × {meta['model_id']}", "",
            f"Held-out split: hash of object id, seed {meta['seed']} (20 %). Objects used: {meta['n_objects']} labelled "
-           f"(cap {meta['max_objects']}). Model hash {meta['model_hash']}. Produced by `aion-engine evaluate` in "
-           f"{meta['seconds']:.0f} s on {meta['device']}. {_budgets(meta)}", ""]
+           f"(cap {meta['max_objects']}). Model hash {meta['model_hash']}. {_provenance(meta)} {_budgets(meta)}", ""]
     methods = [f"probe: {c}" for c in INPUT_COMBOS] + ["trees (photometry)", "CNN (image)", "1-D CNN (spectrum)"]
     out += ["## Properties (held-out R²; redshift NMAD in brackets)", "",
             "| target | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
@@ -226,6 +322,19 @@ def markdown(table: dict, meta: dict) -> str:
             out.append(f"| {KIND_PLURAL[kind]} | {r['input_kind']} | {r['n']} | {_fmt(r['chi2_generated_median'])} | "
                        f"{_fmt(r['chi2_baseline_median'])} | {_fmt(r.get('chi2_codec_roundtrip_median'))} | "
                        f"{_fmt(r['generated_better_fraction'])}{_p(r)} | {read} |")
+    paired = table.get("paired", {})
+    if paired or table.get("paired_segmentation"):
+        out += ["", "## Best probe against best baseline (paired bootstrap over the held-out objects)", "",
+                "| target | best probe | best baseline | n | difference (probe − baseline) | 95 % interval |",
+                "|---|---|---|---|---|---|"]
+        for target, r in paired.items():
+            name = "morphology (accuracy)" if target == MORPHOLOGY_TARGET else f"{LABELS.get(target, target)} (R²)"
+            lo, hi = r["diff_ci"]
+            out.append(f"| {name} | {r['probe']} | {r['baseline']} | {r['n']} | {r['diff']:+.3f} | {lo:+.3f} to {hi:+.3f} |")
+        for cls, r in table.get("paired_segmentation", {}).items():
+            lo, hi = r["diff_ci"]
+            out.append(f"| segmentation {cls} (IoU) | head on frozen tokens | U-Net (image) | {r['n']} | {r['diff']:+.3f} | "
+                       f"{lo:+.3f} to {hi:+.3f} |")
     out += ["", "## Verdicts", ""] + [f"- {v}" for v in verdicts(table)] + [""]
     return "\n".join(out)
 
@@ -383,6 +492,9 @@ def evaluate(
     sr, sr_examples = _superres_results(loaded, dataset, model_dir, seed=seed, config=superres,
                                         max_per_kind=superres_per_kind, progress=progress, retrain=retrain)
     table = collect(probes, baselines, sr)
+    table["paired"] = paired_differences(table, _heldout_predictions(probes_dir(dataset, model_dir), baselines_dir(dataset)),
+                                         seed)
+    table["paired_segmentation"] = paired_segmentation(table, seed)
     meta = {"dataset": dataset.name, "dataset_hash": dataset.info.get("hash"), "model_id": loaded.model_id,
             "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "baseline_epochs": baseline_epochs,
             "seg_epochs": baselines["settings"]["seg_epochs"], "augment": augment,
@@ -417,10 +529,13 @@ def report_from_caches(dataset_dir, model_dir, out_dir=None) -> dict:
     sr = sr.get("results", {}) if sr.get("key", {}).get("model_hash") == loaded.hash else {}
     missing = [name for name, part in (("probes", probes), ("baselines", baselines), ("super-resolution", sr)) if not part]
     table = collect(probes, baselines, sr)
+    table["paired"] = paired_differences(table, _heldout_predictions(pdir, bdir), probes.get("seed", 0))
+    table["paired_segmentation"] = paired_segmentation(table, probes.get("seed", 0))
     meta = {"dataset": dataset.name, "dataset_hash": dataset.info.get("hash"), "model_id": loaded.model_id,
             "model_hash": loaded.hash, "seed": probes.get("seed", 0), "max_objects": probes.get("max_objects"),
             "max_seg_galaxies": probes.get("max_seg_galaxies"), "n_objects": probes.get("n_objects"), "device": "CPU",
-            "seconds": float(probes.get("seconds", 0)) + float(baselines.get("seconds", 0)), "missing": missing}
+            "seconds": float(probes.get("seconds", 0)) + float(baselines.get("seconds", 0)), "missing": missing,
+            **_cached_budgets(probes, baselines)}
     results = {"meta": meta, **table, "verdicts": verdicts(table)}
     examples = None
     if sr and (pdir / "superres_examples.npz").is_file():
@@ -434,6 +549,14 @@ def report_from_caches(dataset_dir, model_dir, out_dir=None) -> dict:
     _write(out / "results.md", text)
     results["out_dir"] = str(out)
     return results
+
+
+def _cached_budgets(probes: dict, baselines: dict) -> dict:
+    """The epochs and view settings the cached runs recorded (what :func:`_budgets` reports)."""
+    settings = baselines.get("settings", {})
+    return {"epochs": probes.get("epochs", settings.get("epochs")), "baseline_epochs": settings.get("epochs"),
+            "seg_epochs": probes.get("seg_epochs", settings.get("seg_epochs")),
+            "augment": bool(probes.get("augment", settings.get("augment", False)))}
 
 
 def _jsonable(obj):

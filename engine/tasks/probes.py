@@ -44,7 +44,7 @@ from engine.tasks.features import (
 )
 from engine.tasks.fitting import FitConfig, fit, load_head, masked_mse, predict, save_head
 from engine.tasks.heads import MorphologyProbe, PropertyProbe, RadialMorphologyProbe, SegmentationHead
-from engine.tasks.splits import is_held_out, unit_hash, validation_ids
+from engine.tasks.splits import split_rows, unit_hash
 
 GALAXY_TARGETS: tuple[str, ...] = ("truth_z", "truth_log_mstar", "truth_ssfr")
 STAR_TARGETS: tuple[str, ...] = ("truth_teff", "truth_logg", "truth_feh")
@@ -105,19 +105,6 @@ def select_objects(catalog: pd.DataFrame, max_objects: int | None, seed: int = 0
     return np.sort(np.concatenate(chosen))
 
 
-def _split_rows(ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Row positions in ``ids`` of the fit / validation / held-out objects (the split every probe
-    shares), or None when too few objects are left to train and test a head."""
-    held = is_held_out(ids, seed)
-    fit_ids, val_ids = validation_ids(ids[~held], seed)
-    if len(fit_ids) < 4 or held.sum() < 2:
-        return None
-    pos = {int(i): r for r, i in enumerate(ids)}
-    fit_r = np.array([pos[int(i)] for i in fit_ids])
-    val_r = np.array([pos[int(i)] for i in val_ids], dtype=np.int64)
-    return fit_r, val_r, np.flatnonzero(held)
-
-
 def _tensor(cache: TokenCache, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     order = np.argsort(rows)
     emb = np.empty((len(rows), *cache.embeddings.shape[1:]), dtype=np.float16)
@@ -137,7 +124,7 @@ def _fit_property_group(cache, catalog, ids, kind, targets, seed, config, desc):
     y = _labels(catalog, ids, targets)
     use = (kinds == kind) & np.isfinite(y).any(axis=1)
     ids_k, y = ids[use], y[use]
-    split = _split_rows(ids_k, seed)
+    split = split_rows(ids_k, seed)
     if split is None:
         return None
     fit_r, val_r, test_r = split
@@ -187,7 +174,7 @@ def _fit_morphology(cache, catalog, ids, seed, config, desc, views: list[TokenCa
     if len(ids_k) == 0:
         return None
     y = _labels(catalog, ids_k, [MORPHOLOGY_TARGET])[:, 0].astype(np.int64)
-    split = _split_rows(ids_k, seed)
+    split = split_rows(ids_k, seed)
     if split is None:
         return None
     fit_r, val_r, test_r = split
@@ -242,7 +229,7 @@ def segmentation_subset(dataset, ids: np.ndarray, seed: int, max_galaxies: int |
 
 def fit_ids(ids_k: np.ndarray, seed: int) -> np.ndarray:
     """The training (not validation, not held-out) objects of ``ids_k`` under the shared split."""
-    split = _split_rows(ids_k, seed)
+    split = split_rows(ids_k, seed)
     return ids_k[:0] if split is None else ids_k[split[0]]
 
 
@@ -251,7 +238,7 @@ def _fit_segmentation(cache, dataset, ids, seed, config, desc, max_galaxies: int
     if "tok_image" not in cache.layout.keys:
         return None
     ids_k = segmentation_subset(dataset, ids, seed, max_galaxies)
-    split = _split_rows(ids_k, seed)
+    split = split_rows(ids_k, seed)
     if split is None:
         return None
     fit_r, val_r, test_r = split
@@ -266,7 +253,7 @@ def _fit_segmentation(cache, dataset, ids, seed, config, desc, max_galaxies: int
                   views=_token_views(views, ids_k[fit_r], tok[fit_r], [], masks[fit_r], columns=image, turn_target=True))
     pred = segmentation.predict_masks(head, (tok[test_r],))
     true = masks[test_r].numpy()
-    scores = {"iou": segmentation.iou_per_class(true, pred), "n_train": len(fit_r), "n_test": len(test_r)}
+    scores = {**segmentation.scores(ids_k[test_r], true, pred), "n_train": len(fit_r)}
     meta = {"head": "segmentation", "dim": int(tok.shape[-1]), "classes": list(segmentation.CLASSES),
             "keys": list(cache.layout.keys), "metrics": scores, "best_epoch": history["best_epoch"],
             "epochs": config.epochs, "views": N_VIEWS if views else 1, "seed": seed}

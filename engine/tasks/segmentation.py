@@ -68,3 +68,21 @@ def predict_masks(net: nn.Module, inputs: tuple[torch.Tensor, ...], batch_size: 
 
 def iou_per_class(true: np.ndarray, pred: np.ndarray, classes=CLASSES) -> dict[str, float]:
     return {c: metrics.iou(true[:, j], pred[:, j]) for j, c in enumerate(classes)}
+
+
+def scores(object_ids: np.ndarray, true: np.ndarray, pred: np.ndarray, classes=CLASSES) -> dict:
+    """IoU per class plus each galaxy's intersection and union pixel counts per class, so two methods
+    scored on the same galaxies can be compared by a paired bootstrap (:func:`pixel_iou`)."""
+    t, p = np.asarray(true, bool), np.asarray(pred, bool)
+    inter, union = (t & p).sum((2, 3)), (t | p).sum((2, 3))  # (N, n_classes)
+    return {"iou": iou_per_class(t, p, classes), "n_test": len(t),
+            "per_galaxy": {"object_id": [int(i) for i in object_ids],
+                           "intersection": {c: inter[:, j].tolist() for j, c in enumerate(classes)},
+                           "union": {c: union[:, j].tolist() for j, c in enumerate(classes)}}}
+
+
+def pixel_iou(_, counts: np.ndarray) -> float:
+    """Dataset-level IoU from per-galaxy (intersection, union) rows: the score :func:`metrics.paired_bootstrap`
+    resamples (its first argument, the truth, is already inside the counts)."""
+    union = counts[:, 1].sum()
+    return float(counts[:, 0].sum() / union) if union else float("nan")

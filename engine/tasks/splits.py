@@ -50,3 +50,16 @@ def split_ids(
 def validation_ids(train_ids: np.ndarray, seed: int = 0, fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Split train ids again into (fit, validation) for early stopping; disjoint from held-out."""
     return split_ids(train_ids, seed + 7919, fraction)
+
+
+def split_rows(ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Row positions in ``ids`` of the fit / validation / held-out objects (the split every head and
+    baseline shares), or None when too few objects are left to train (4) and test (2) one."""
+    ids = np.asarray(ids)
+    held = is_held_out(ids, seed)
+    fit_ids, val_ids = validation_ids(ids[~held], seed)
+    if len(fit_ids) < 4 or held.sum() < 2:
+        return None
+    pos = {int(i): r for r, i in enumerate(ids)}
+    rows = lambda sel: np.array([pos[int(i)] for i in sel], dtype=np.int64)  # noqa: E731
+    return rows(fit_ids), rows(val_ids), np.flatnonzero(held)

@@ -44,6 +44,7 @@ def test_train_probes_writes_heads_metrics_and_caches(trained, results_root, tin
         assert np.array(res["truth_morphology"]["confusion"]).shape == (10, 10)
     seg = trained["segmentation"]
     assert set(seg["iou"]) == set(schema.SEGMENTATION_CLASSES) and seg["n_test"] > 0
+    assert len(seg["per_galaxy"]["object_id"]) == seg["n_test"]  # pixel counts per galaxy, for the paired bootstrap
     pdir = probes_dir(open_dataset(tiny_mock), task_model_dir)
     assert pdir.is_relative_to(results_root)
     saved = json.loads((pdir / "probes.json").read_text())
@@ -114,7 +115,9 @@ def test_baselines_on_same_split(results_root, tiny_mock):
     assert {"trees (photometry)", "CNN (image)", "1-D CNN (spectrum)"} <= set(res["methods"])
     assert np.isfinite(res["methods"]["trees (photometry)"]["truth_z"]["r2"])
     assert "truth_morphology" in res["methods"]["CNN (image)"]
-    assert set(res["segmentation"]["U-Net (image)"]["iou"]) == set(schema.SEGMENTATION_CLASSES)
+    unet = res["segmentation"]["U-Net (image)"]
+    assert set(unet["iou"]) == set(schema.SEGMENTATION_CLASSES)
+    assert set(unet["per_galaxy"]["union"]) == set(schema.SEGMENTATION_CLASSES)
     again = run_baselines(tiny_mock, epochs=1, progress=False, seg_epochs=1)
     assert again == res  # cached per dataset and settings
 
@@ -189,6 +192,9 @@ def test_predict_and_evaluate_commands(trained, results_root, tiny_mock, task_mo
     assert res["meta"]["baseline_epochs"] == 2  # the CNNs trained as long as the probes (--epochs)
     md = (tmp_path / "res" / "results.md").read_text()
     assert "## Properties" in md and "## Verdicts" in md and "U-Net" in md
+    paired = res["paired"]["truth_z"]  # best probe vs best baseline, from the cached held-out predictions
+    assert paired["n"] >= 2 and paired["diff_ci"][0] <= paired["diff_ci"][1] and np.isfinite(paired["diff"])
+    assert "paired bootstrap" in md and "Produced by `aion-engine evaluate` in" in md
     for plot in ("scatter.png", "confusion.png", "segmentation.png", "superres.png"):
         assert (tmp_path / "res" / plot).stat().st_size > 1000, plot
 
@@ -221,6 +227,8 @@ def test_report_from_caches_lists_what_is_missing(trained, results_root, tiny_mo
     md = (tmp_path / "partial" / "results.md").read_text()
     assert "## Properties" in md and "probe: photometry+image+spectrum" in md
     assert res["meta"]["model_hash"] == trained["model_hash"]
+    header = md.splitlines()[2]  # the budgets sentence comes from what the cached runs recorded
+    assert "Epochs:" in header and "None" not in header and "Written from the cached runs" in header, header
     if res["meta"]["missing"]:
         assert "Not finished when this table was written" in md
 

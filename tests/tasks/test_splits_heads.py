@@ -9,7 +9,7 @@ import torch
 from engine.tasks import metrics
 from engine.tasks.fitting import FitConfig, fit, masked_mse, predict
 from engine.tasks.heads import AttentivePooling, MorphologyProbe, PropertyProbe, SegmentationHead
-from engine.tasks.splits import is_held_out, split_ids, validation_ids
+from engine.tasks.splits import is_held_out, split_ids, split_rows, validation_ids
 
 
 def test_split_is_stable_under_subsetting_and_reordering():
@@ -23,6 +23,16 @@ def test_split_is_stable_under_subsetting_and_reordering():
     fit_ids, val_ids = validation_ids(train, seed=3)
     assert len(np.intersect1d(train, test)) == 0 and len(np.intersect1d(fit_ids, test)) == 0
     assert len(np.intersect1d(val_ids, test)) == 0 and len(fit_ids) + len(val_ids) == len(train)
+
+
+def test_split_rows_partition_the_rows_and_refuse_tiny_sets():
+    ids = np.arange(5000, 5400)[::-1]  # any order: rows index ``ids`` as given
+    fit_r, val_r, test_r = split_rows(ids, seed=3)
+    assert sorted(np.concatenate([fit_r, val_r, test_r]).tolist()) == list(range(len(ids)))
+    assert set(ids[test_r]) == set(ids[is_held_out(ids, 3)])
+    fit_ids, val_ids = validation_ids(ids[~is_held_out(ids, 3)], 3)
+    assert set(ids[fit_r]) == set(fit_ids) and set(ids[val_r]) == set(val_ids)
+    assert split_rows(ids[:3], seed=3) is None and split_rows(ids[:0], seed=3) is None
 
 
 def test_split_rejects_bad_fraction():
