@@ -160,6 +160,7 @@ def paired_segmentation(table: dict, seed: int = 0) -> dict:
     a, b = head["per_galaxy"], unet["per_galaxy"]
     if a["object_id"] != b["object_id"]:
         return {}
+
     def counts(galaxies: dict, cls: str) -> np.ndarray:
         return np.stack([galaxies["intersection"][cls], galaxies["union"][cls]], 1)
 
@@ -180,6 +181,12 @@ def _best_pair(target: str, methods: dict) -> tuple[str, str] | None:
     if not probes or not bases:
         return None
     return max(probes, key=probes.get), max(bases, key=bases.get)
+
+
+def _without_counts(table: dict) -> dict:
+    """``table`` for results.json: the per-galaxy pixel counts stay in the caches (they only feed the bootstrap)."""
+    seg = {m: {k: v for k, v in r.items() if k != "per_galaxy"} for m, r in table["segmentation"].items()}
+    return {**table, "segmentation": seg}
 
 
 def _score(target: str, res: dict) -> float:
@@ -219,13 +226,15 @@ def verdicts(table: dict) -> list[str]:
             h, u = head["iou"].get(cls, math.nan), unet["iou"].get(cls, math.nan)
             if math.isfinite(h) and math.isfinite(u):
                 paired = table.get("paired_segmentation", {}).get(cls)
-                word = "wins" if h >= u else "**loses**"
                 noise = ""
                 if paired:
                     lo, hi = paired["diff_ci"]
                     noise = f"; difference {paired['diff']:+.3f}, {paired['level']:.0%} interval {lo:+.3f} to {hi:+.3f}"
                     if lo <= 0 <= hi:
-                        word = "**neither wins beyond the noise of the held-out galaxies**:"
+                        lines.append(f"segmentation {cls}: **no winner beyond the noise of {paired['n']} held-out galaxies** "
+                                     f"(frozen-token head IoU {h:.3f} vs U-Net {u:.3f}{noise}).")
+                        continue
+                word = "wins" if h >= u else "**loses**"
                 lines.append(f"segmentation {cls}: the frozen-token head {word} (IoU {h:.3f} vs U-Net {u:.3f}{noise}).")
     for kind in ("galaxy", "star"):
         sr = table["superres"].get(kind)
@@ -501,7 +510,7 @@ def evaluate(
             "max_objects": max_objects, "max_seg_galaxies": max_seg_galaxies, "n_objects": probes.get("n_objects"),
             "device": "CPU",
             "seconds": time.time() - t0}
-    results = {"meta": meta, **table, "verdicts": verdicts(table)}
+    results = {"meta": meta, **_without_counts(table), "verdicts": verdicts(table)}
     results["plots"] = _plots(out, dataset, probes_dir(dataset, model_dir), baselines_dir(dataset), sr_examples)
     meta["seconds"] = time.time() - t0
     _write(out / "results.json", json.dumps(results, indent=2, default=_jsonable))
@@ -536,7 +545,7 @@ def report_from_caches(dataset_dir, model_dir, out_dir=None) -> dict:
             "max_seg_galaxies": probes.get("max_seg_galaxies"), "n_objects": probes.get("n_objects"), "device": "CPU",
             "seconds": float(probes.get("seconds", 0)) + float(baselines.get("seconds", 0)), "missing": missing,
             **_cached_budgets(probes, baselines)}
-    results = {"meta": meta, **table, "verdicts": verdicts(table)}
+    results = {"meta": meta, **_without_counts(table), "verdicts": verdicts(table)}
     examples = None
     if sr and (pdir / "superres_examples.npz").is_file():
         with np.load(pdir / "superres_examples.npz") as ex:

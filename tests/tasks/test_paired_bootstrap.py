@@ -98,5 +98,8 @@ def test_segmentation_counts_give_the_table_iou_and_pair_by_galaxy():
     table["paired_segmentation"] = paired
     lines = evaluate.verdicts({"properties": {}, "superres": {}, **table})
     assert any(line.startswith("segmentation arms: the frozen-token head wins") and "interval" in line for line in lines)
+    table["paired_segmentation"] = {"arms": {**paired["arms"], "diff_ci": [-0.01, 0.02]}}
+    lines = evaluate.verdicts({"properties": {}, "superres": {}, **table})
+    assert any(line.startswith("segmentation arms: **no winner beyond the noise of 30 held-out galaxies**") for line in lines)
     unet["per_galaxy"]["object_id"] = unet["per_galaxy"]["object_id"][::-1]  # other galaxies: no pairing
     assert evaluate.paired_segmentation(table) == {}

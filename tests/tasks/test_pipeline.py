@@ -194,6 +194,7 @@ def test_predict_and_evaluate_commands(trained, results_root, tiny_mock, task_mo
     assert "## Properties" in md and "## Verdicts" in md and "U-Net" in md
     paired = res["paired"]["truth_z"]  # best probe vs best baseline, from the cached held-out predictions
     assert paired["n"] >= 2 and paired["diff_ci"][0] <= paired["diff_ci"][1] and np.isfinite(paired["diff"])
+    assert all("per_galaxy" not in r for r in res["segmentation"].values())  # counts stay in the caches
     assert "paired bootstrap" in md and "Produced by `aion-engine evaluate` in" in md
     for plot in ("scatter.png", "confusion.png", "segmentation.png", "superres.png"):
         assert (tmp_path / "res" / plot).stat().st_size > 1000, plot
