@@ -23,6 +23,7 @@ from app.sky_geometry import RaWrap
 from engine.data import schema
 from engine.data.store import Dataset, open_dataset
 from engine.errors import EngineError, MissingModalityError, UnknownObjectError
+from engine.tasks.heldout import heldout_quality
 
 IMAGE_SOURCES = ("image_ls", "image_hsc")
 SPECTRUM_SOURCES = ("spectrum_desi", "spectrum_sdss")
@@ -72,6 +73,8 @@ class DataStore:
         self.name = self.dataset.name
         self.catalog = compact_frame(raw)
         self.predictions = self._load_predictions()
+        #: held-out error of the heads behind the predictions, per prediction column (the object view shows it)
+        self.prediction_quality = heldout_quality(self.results_dir) if self.predictions is not None else {}
         if self.predictions is not None:
             extra = self.predictions.drop(columns=[c for c in self.predictions.columns if c in self.catalog.columns and c != "object_id"])
             self.catalog = self.catalog.merge(extra, on="object_id", how="left")

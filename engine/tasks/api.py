@@ -73,7 +73,7 @@ class Predictor:
             if not (path.is_file() and meta_path.is_file()):
                 return None
             meta = json.loads(meta_path.read_text())
-            if meta.get("model_hash") != self.loaded.hash or meta.get("heads") != heads_digest(self.probes):
+            if meta.get("model_hash") != self.loaded.hash or meta.get("heads") != heads_digest(self.probes, BEST_COMBO):
                 return None
             self._cached = pd.read_parquet(path).set_index("object_id")
         return self._cached

@@ -12,7 +12,6 @@ A ``predictions.json`` beside it records the model and head hashes the file was 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 from engine.data.store import open_dataset
 from engine.paths import results_dir
 from engine.tasks.features import Layout, combo_keys, embed_objects_canonical, feature_dim, open_token_cache
+from engine.tasks.heldout import heads_digest
 from engine.tasks.probes import (
     BEST_COMBO,
     DEFAULT_MAX_OBJECTS,
@@ -43,16 +43,6 @@ PREDICTIONS_FILE = "predictions.parquet"
 
 def predictions_path(dataset, model) -> Path:
     return results_dir(dataset.name, model) / PREDICTIONS_FILE
-
-
-def heads_digest(out_dir: Path, combo: str = BEST_COMBO) -> str:
-    """Hash of the trained head files: a retrained probe invalidates cached predictions."""
-    h = hashlib.sha256()
-    folder = Path(out_dir) / "heads" / combo
-    for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def _frame(ids: np.ndarray, preds: pd.DataFrame) -> pd.DataFrame:
@@ -95,7 +85,7 @@ def cache_predictions(
                      **(probe_options or {}))
         heads = load_heads(pdir, model_hash=loaded.hash)
     target = predictions_path(dataset, model_dir)
-    meta = {"model_hash": loaded.hash, "dataset_hash": dataset.info.get("hash"), "heads": heads_digest(pdir),
+    meta = {"model_hash": loaded.hash, "dataset_hash": dataset.info.get("hash"), "heads": heads_digest(pdir, BEST_COMBO),
             "combo": BEST_COMBO, "count": len(dataset)}
     meta_path = target.with_suffix(".json")
     if target.is_file() and meta_path.is_file():
@@ -162,3 +152,4 @@ def cache_predictions(
     os.replace(meta_tmp, meta_path)
     shutil.rmtree(parts, ignore_errors=True)
     return target
+

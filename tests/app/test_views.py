@@ -107,6 +107,19 @@ def test_predictions_table_names_morphology_classes():
     assert table.loc["z", "predicted"] == "0.31"
     star = predictions_table(pd.Series({"pred_morphology": -1}))
     assert star.set_index("quantity").loc["morphology", "predicted"] == "—"
+    assert "held-out error" not in table.columns
+
+
+def test_predictions_table_says_how_far_off_each_head_was():
+    from app.views.object import predictions_table
+
+    row = pd.Series({"pred_z": 0.31, "truth_z": 0.3, "pred_ssfr": -10.1, "pred_morphology": 5})
+    quality = {"pred_z": {"r2": 0.724, "rmse": 0.0994, "nmad": 0.0461, "n_test": 702},
+               "pred_morphology": {"accuracy": 0.849, "n_test": 424}}
+    table = predictions_table(row, quality).set_index("quantity")["held-out error"]
+    assert table["z"] == "±0.0994 rms (NMAD 0.046), R² 0.72, 702 held out"
+    assert table["morphology"] == "85 % right, 424 held out"
+    assert table["ssfr"] == "—"  # no metrics for that head: say nothing rather than guess
 
 
 def test_spectrum_view_frames_lines_and_smoothing(store, state):

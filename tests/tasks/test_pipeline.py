@@ -140,6 +140,29 @@ def test_cached_predictions_cover_the_catalog(trained, tiny_mock, task_model_dir
     assert path.stat().st_mtime_ns == mtime  # up to date: not rewritten
 
 
+def test_heldout_quality_is_that_of_the_heads_behind_the_predictions(trained, tiny_mock, task_model_dir, tmp_path):
+    import shutil
+
+    from engine.tasks.heldout import heldout_quality
+    from engine.tasks.predictions import cache_predictions
+    from engine.tasks.probes import BEST_COMBO
+
+    folder = cache_predictions(tiny_mock, task_model_dir, progress=False).parent
+    quality = heldout_quality(folder)
+    combo = trained["combos"][BEST_COMBO]
+    assert quality["pred_z"]["r2"] == pytest.approx(combo["truth_z"]["r2"]) and "nmad" in quality["pred_z"]
+    for target in (t for t in combo if t.startswith("truth_") and t != "truth_morphology"):  # every head's targets
+        assert quality["pred_" + target.removeprefix("truth_")]["n_test"] == combo[target]["n_test"]
+    assert quality["pred_morphology"]["accuracy"] == pytest.approx(combo["truth_morphology"]["accuracy"])
+    copy = tmp_path / "results"  # heads retrained after the predictions were cached: their errors are not shown
+    shutil.copytree(folder / "probes" / "heads", copy / "probes" / "heads")
+    shutil.copy(folder / "predictions.json", copy / "predictions.json")
+    assert heldout_quality(copy)["pred_z"] == quality["pred_z"]
+    galaxy = copy / "probes" / "heads" / BEST_COMBO / "galaxy.safetensors"
+    galaxy.write_bytes(galaxy.read_bytes() + b" ")
+    assert heldout_quality(copy) == {} and heldout_quality(tmp_path / "nowhere") == {}
+
+
 def test_predictor_answers_for_one_object(trained, tiny_mock, task_model_dir):
     from engine.tasks.api import Predictor
     from engine.tasks.predictions import cache_predictions
