@@ -21,6 +21,9 @@ PREDICTION_TRUTH = {
     "pred_log_mstar": "truth_log_mstar",
     "pred_ssfr": "truth_ssfr",
     "pred_morphology": "truth_morphology",
+    "pred_teff": "truth_teff",
+    "pred_logg": "truth_logg",
+    "pred_feh": "truth_feh",
 }
 
 
@@ -54,27 +57,31 @@ def predictions_table(row: pd.Series, quality: dict[str, dict] | None = None) ->
     without its typical error invites over-reading it."""
     lines = []
     for pred, truth in PREDICTION_TRUTH.items():
-        if pred in row.index:
+        if pred in row.index and not _missing(row[pred]):  # a galaxy has no Teff, a star no redshift
             fmt = _morphology if pred == "pred_morphology" else _fmt
             line = {"quantity": pred.removeprefix("pred_"), "predicted": fmt(row[pred]), "truth": fmt(row.get(truth))}
             if quality is not None:
-                line["held-out error"] = _quality(quality.get(pred))
+                line["held-out error (n)"] = _quality(quality.get(pred))
             lines.append(line)
-    columns = ["quantity", "predicted", "truth"] + (["held-out error"] if quality is not None else [])
+    columns = ["quantity", "predicted", "truth"] + (["held-out error (n)"] if quality is not None else [])
     return pd.DataFrame(lines, columns=columns)
 
 
 def _quality(q: dict | None) -> str:
-    """"±0.099 rms (NMAD 0.046), R² 0.72, 702 held out" or "85 % right, 424 held out"."""
+    """"±0.099, R² 0.72 (702)" (rms and R² on 702 held-out objects) or "85 % right (424)"."""
     if not q:
         return "—"
-    held = f"{q['n_test']} held out" if "n_test" in q else "held out"
+    n = f" ({q['n_test']})" if "n_test" in q else ""
     if "accuracy" in q:
-        return f"{100 * q['accuracy']:.0f} % right, {held}"
-    parts = [f"±{q['rmse']:.3g} rms" + (f" (NMAD {q['nmad']:.3f})" if "nmad" in q else "")] if "rmse" in q else []
+        return f"{100 * q['accuracy']:.0f} % right{n}"
+    parts = [f"±{q['rmse']:.0f}" if abs(q["rmse"]) >= 100 else f"±{q['rmse']:.2g}"] if "rmse" in q else []  # Teff: ±616 K
     if "r2" in q:
         parts.append(f"R² {q['r2']:.2f}")
-    return ", ".join([*parts, held])
+    return ", ".join(parts) + n
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float | np.floating) and not np.isfinite(v))
 
 
 def _morphology(v) -> str:

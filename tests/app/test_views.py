@@ -107,7 +107,7 @@ def test_predictions_table_names_morphology_classes():
     assert table.loc["z", "predicted"] == "0.31"
     star = predictions_table(pd.Series({"pred_morphology": -1}))
     assert star.set_index("quantity").loc["morphology", "predicted"] == "—"
-    assert "held-out error" not in table.columns
+    assert "held-out error (n)" not in table.columns
 
 
 def test_predictions_table_says_how_far_off_each_head_was():
@@ -116,9 +116,14 @@ def test_predictions_table_says_how_far_off_each_head_was():
     row = pd.Series({"pred_z": 0.31, "truth_z": 0.3, "pred_ssfr": -10.1, "pred_morphology": 5})
     quality = {"pred_z": {"r2": 0.724, "rmse": 0.0994, "nmad": 0.0461, "n_test": 702},
                "pred_morphology": {"accuracy": 0.849, "n_test": 424}}
-    table = predictions_table(row, quality).set_index("quantity")["held-out error"]
-    assert table["z"] == "±0.0994 rms (NMAD 0.046), R² 0.72, 702 held out"
-    assert table["morphology"] == "85 % right, 424 held out"
+    table = predictions_table(row, quality).set_index("quantity")["held-out error (n)"]
+    assert table["z"] == "±0.099, R² 0.72 (702)"
+    assert table["morphology"] == "85 % right (424)"
+    star = pd.Series({"pred_z": np.nan, "pred_teff": 5800.0, "truth_teff": 5750.0, "pred_logg": 4.4, "pred_feh": -0.2,
+                      "pred_morphology": -1})
+    lines = predictions_table(star, {"pred_teff": {"rmse": 616.3, "r2": 0.70, "n_test": 116}}).set_index("quantity")
+    assert list(lines.index) == ["morphology", "teff", "logg", "feh"]  # no redshift line for a star
+    assert lines.loc["teff", "held-out error (n)"] == "±616, R² 0.70 (116)" and lines.loc["teff", "truth"] == "5750"
     assert table["ssfr"] == "—"  # no metrics for that head: say nothing rather than guess
 
 
