@@ -193,6 +193,12 @@ def _score(target: str, res: dict) -> float:
     return res.get("accuracy", math.nan) if target == MORPHOLOGY_TARGET else res.get("r2", math.nan)
 
 
+def _interval(paired: dict) -> tuple[str, bool]:
+    """("difference -0.080, 95% interval -0.118 to -0.046", whether the interval holds zero)."""
+    lo, hi = paired["diff_ci"]
+    return f"difference {paired['diff']:+.3f}, {paired['level']:.0%} interval {lo:+.3f} to {hi:+.3f}", lo <= 0 <= hi
+
+
 def verdicts(table: dict) -> list[str]:
     """Plain sentences: for each task, does the best foundation-model probe beat the best baseline?"""
     lines = []
@@ -205,15 +211,12 @@ def verdicts(table: dict) -> list[str]:
         what = "accuracy" if target == MORPHOLOGY_TARGET else "R²"
         name = "morphology" if target == MORPHOLOGY_TARGET else LABELS.get(target, target)
         paired = table.get("paired", {}).get(target)
-        noise = ""
-        if paired and paired["probe"] == bp and paired["baseline"] == bb:
-            lo, hi = paired["diff_ci"]
-            noise = f" (difference {paired['diff']:+.3f}, {paired['level']:.0%} interval {lo:+.3f} to {hi:+.3f})"
-            if lo <= 0 <= hi:
-                lines.append(f"{name}: **no winner beyond the noise of {paired['n']} held-out objects** — the best probe "
-                             f"({bp}) {p:.3f}, {bb} {b:.3f}{noise}.")
-                continue
-        if p >= b:
+        text, tie = _interval(paired) if paired and (paired["probe"], paired["baseline"]) == (bp, bb) else ("", False)
+        noise = f" ({text})" if text else ""
+        if tie:
+            lines.append(f"{name}: **no winner beyond the noise of {paired['n']} held-out objects** — the best probe "
+                         f"({bp}) {p:.3f}, {bb} {b:.3f}{noise}.")
+        elif p >= b:
             lines.append(f"{name}: the foundation model wins ({bp}, {what} {p:.3f} vs {bb} {b:.3f}){noise}.")
         else:
             lines.append(f"{name}: **the foundation model loses** — {bb} reaches {what} {b:.3f}, "
@@ -226,16 +229,14 @@ def verdicts(table: dict) -> list[str]:
             h, u = head["iou"].get(cls, math.nan), unet["iou"].get(cls, math.nan)
             if math.isfinite(h) and math.isfinite(u):
                 paired = table.get("paired_segmentation", {}).get(cls)
-                noise = ""
-                if paired:
-                    lo, hi = paired["diff_ci"]
-                    noise = f"; difference {paired['diff']:+.3f}, {paired['level']:.0%} interval {lo:+.3f} to {hi:+.3f}"
-                    if lo <= 0 <= hi:
-                        lines.append(f"segmentation {cls}: **no winner beyond the noise of {paired['n']} held-out galaxies** "
-                                     f"(frozen-token head IoU {h:.3f} vs U-Net {u:.3f}{noise}).")
-                        continue
-                word = "wins" if h >= u else "**loses**"
-                lines.append(f"segmentation {cls}: the frozen-token head {word} (IoU {h:.3f} vs U-Net {u:.3f}{noise}).")
+                text, tie = _interval(paired) if paired else ("", False)
+                noise = f"; {text}" if text else ""
+                if tie:
+                    lines.append(f"segmentation {cls}: **no winner beyond the noise of {paired['n']} held-out galaxies** "
+                                 f"(frozen-token head IoU {h:.3f} vs U-Net {u:.3f}{noise}).")
+                else:
+                    word = "wins" if h >= u else "**loses**"
+                    lines.append(f"segmentation {cls}: the frozen-token head {word} (IoU {h:.3f} vs U-Net {u:.3f}{noise}).")
     for kind in ("galaxy", "star"):
         sr = table["superres"].get(kind)
         if sr:
