@@ -73,8 +73,6 @@ class DataStore:
         self.name = self.dataset.name
         self.catalog = compact_frame(raw)
         self.predictions = self._load_predictions()
-        #: held-out error of the heads behind the predictions, per prediction column (the object view shows it)
-        self.prediction_quality = heldout_quality(self.results_dir) if self.predictions is not None else {}
         if self.predictions is not None:
             extra = self.predictions.drop(columns=[c for c in self.predictions.columns if c in self.catalog.columns and c != "object_id"])
             self.catalog = self.catalog.merge(extra, on="object_id", how="left")
@@ -101,6 +99,12 @@ class DataStore:
     @property
     def results_dir(self) -> Path:
         return self.config.results_dir(self.name)
+
+    @functools.cached_property
+    def prediction_quality(self) -> dict[str, dict]:
+        """Held-out error of the heads behind the predictions, per prediction column (the Object view shows
+        it); read when first asked, since checking which heads made the predictions hashes their weights."""
+        return heldout_quality(self.results_dir) if self.predictions is not None else {}
 
     def _load_predictions(self) -> pd.DataFrame | None:
         path = self.results_dir / PREDICTIONS_FILE
