@@ -39,7 +39,6 @@ from engine.tasks.probes import (
     STAR_TARGETS,
     segmentation_subset,
     select_objects,
-    view_config,
 )
 from engine.tasks.splits import is_held_out, split_rows
 
@@ -183,18 +182,20 @@ def trees_on_photometry(cat, ids, seed, frames, results) -> None:
             _morph_score("trees (photometry)", ids[te], label[te].astype(int), pred, frames, results)
 
 
-def cnn_on_images(dataset, cat, ids, seed, config, frames, results, augment: bool = False) -> None:
+def cnn_on_images(dataset, cat, ids, seed, config, frames, results, augment: bool = False) -> nn.Module | None:
+    """The image CNN (galaxy properties + morphology) trained and scored; returns the trained net
+    (None where there is nothing to train on), e.g. for scoring it on turned cutouts."""
     kinds = cat.loc[ids, "kind"].astype(str).to_numpy()
     has = cat.loc[ids, schema.source("image_ls").flag].to_numpy(bool) if "has_image_ls" in cat.columns else np.ones(len(ids), bool)
     ids_k = ids[(kinds == "galaxy") & has]
     if len(ids_k) < 8 or not dataset.has_source("image_ls"):
-        return
+        return None
     cols = [*GALAXY_TARGETS, MORPHOLOGY_TARGET]
     y = _labels(cat, ids_k, cols)
     y[:, -1] = np.where(np.isfinite(y[:, -1]), y[:, -1], -1)
     split = split_rows(ids_k, seed)
     if split is None:
-        return
+        return None
     fit_r, val_r, test_r = split
     yz, mean, std = _standardise(y[:, :-1], fit_r)
     target = torch.from_numpy(np.concatenate([yz, y[:, -1:].astype(np.float32)], 1))
@@ -202,7 +203,7 @@ def cnn_on_images(dataset, cat, ids, seed, config, frames, results, augment: boo
     net = ImageCNN(len(GALAXY_TARGETS), N_CLASSES)
     views = PixelViews(x[fit_r], target[fit_r], turn_target=False) if augment else None
     fit(net, (x[fit_r],), target[fit_r], (x[val_r],), target[val_r], _joint_loss(len(GALAXY_TARGETS)),
-        view_config(config) if augment else config, "image CNN", views=views)
+        config, "image CNN", views=views)
     out = predict(net, (x[test_r],)).numpy()
     pred = out[:, : len(GALAXY_TARGETS)] * std + mean
     _score("CNN (image)", ids_k[test_r], GALAXY_TARGETS, y[test_r, :-1], pred, frames, results)
@@ -210,6 +211,7 @@ def cnn_on_images(dataset, cat, ids, seed, config, frames, results, augment: boo
     ok = lab >= 0
     if ok.sum() >= 2:
         _morph_score("CNN (image)", ids_k[test_r][ok], lab[ok].astype(int), out[ok, len(GALAXY_TARGETS):].argmax(1), frames, results)
+    return net
 
 
 def cnn_on_spectra(dataset, cat, ids, seed, config, frames, results) -> None:
@@ -249,7 +251,7 @@ def unet_on_images(dataset, ids, seed, config, results, max_galaxies: int | None
     masks = torch.from_numpy(arrays.segmaps(dataset, ids_k))
     net = segmentation.UNet(len(segmentation.CLASSES))
     views = PixelViews(x[fit_r], masks[fit_r], turn_target=True) if augment else None
-    fit(net, (x[fit_r],), masks[fit_r], (x[val_r],), masks[val_r], segmentation.seg_loss, view_config(config) if augment else config,
+    fit(net, (x[fit_r],), masks[fit_r], (x[val_r],), masks[val_r], segmentation.seg_loss, config,
         "U-Net", views=views)
     pred = segmentation.predict_masks(net, (x[test_r],))
     true = masks[test_r].numpy()
@@ -265,7 +267,7 @@ def run_baselines(
     """Train and score the three baselines; results JSON + held-out predictions cached per dataset.
 
     With ``augment`` the image CNN and the U-Net train on the eight dihedral views of their training
-    galaxies, with the epochs rule of the probes' image heads (:func:`view_epochs`), as those heads do.
+    galaxies, with the epochs rule of the probes' image heads (:func:`~engine.tasks.augment.view_epochs`, applied by ``fit``), as those heads do.
 
     ``epochs`` trains the CNNs, by default the probes' (:data:`DEFAULT_EPOCHS`); ``seg_epochs`` trains the
     U-Net, by default the segmentation head's. Pass the heads' numbers when they differ, so both sides get

@@ -22,7 +22,7 @@ from engine.data import schema
 from engine.data.store import open_dataset
 from engine.paths import PROJECT_ROOT
 from engine.tasks import metrics, segmentation
-from engine.tasks.augment import N_VIEWS
+from engine.tasks.augment import N_VIEWS, view_epochs
 from engine.tasks.baselines import baselines_dir, run_baselines
 from engine.tasks.features import FEATURE_VERSION, INPUT_COMBOS
 from engine.tasks.probes import (
@@ -35,7 +35,6 @@ from engine.tasks.probes import (
     default_seg_epochs,
     probes_dir,
     train_probes,
-    view_epochs,
 )
 from engine.tasks.superres import EVALUATION, GenerationConfig, evaluate_superres
 

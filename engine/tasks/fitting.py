@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from engine.errors import ModelError
-from engine.tasks.augment import N_VIEWS
+from engine.tasks.augment import N_VIEWS, view_epochs
 
 
 @dataclass(frozen=True)
@@ -59,23 +59,25 @@ def fit(
     Inputs may be stored float16 (the token caches); each batch is cast to float32.
     ``views`` (:mod:`engine.tasks.augment`) gives each training example in each of the eight dihedral
     views of its cutout: ``views(idx, view)`` returns that batch's inputs and target, and an epoch is
-    a pass over every (example, view) pair. Validation always sees the examples as observed.
-    Returns a small history dict (best epoch, losses) for the results JSON.
+    a pass over every (example, view) pair; ``config.epochs`` is then the budget as if without views,
+    and :func:`~engine.tasks.augment.view_epochs` of it are run. Validation always sees the examples
+    as observed. Returns a small history dict (epochs run, best epoch, losses) for the results JSON.
     """
     n_examples = len(target)
     if n_examples == 0:
         raise ValueError(f"{desc}: no training examples")
     n_views = N_VIEWS if views is not None else 1
+    epochs = view_epochs(config.epochs) if views is not None else config.epochs
     n = n_examples * n_views
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(n / config.batch_size)
-    total = max(1, config.epochs * steps_per_epoch)
+    total = max(1, epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     best = (math.inf, -1, copy.deepcopy(model.state_dict()))
-    history = {"train_loss": [], "val_loss": []}
-    bar = tqdm(range(config.epochs), desc=desc, disable=not config.progress, leave=False)
+    history = {"epochs": epochs, "train_loss": [], "val_loss": []}
+    bar = tqdm(range(epochs), desc=desc, disable=not config.progress, leave=False)
     for epoch in bar:
         model.train()
         perm = torch.randperm(n, generator=gen)

@@ -192,8 +192,6 @@ def _fit_morphology(cache, catalog, ids, seed, config, desc, views: list[TokenCa
     if isinstance(module, RadialMorphologyProbe):
         module.standardize_on(tok[fit_r], msk[fit_r])
     yt = torch.from_numpy(y)
-    if views is not None:
-        config = view_config(config)
     history = fit(module, (tok[fit_r], msk[fit_r]), yt[fit_r], (tok[val_r], msk[val_r]), yt[val_r],
                   nn.functional.cross_entropy, config, desc=desc,
                   views=_token_views(views, ids_k[fit_r], tok[fit_r], [msk[fit_r]], yt[fit_r]))
@@ -203,7 +201,7 @@ def _fit_morphology(cache, catalog, ids, seed, config, desc, views: list[TokenCa
     scores = {"accuracy": metrics.accuracy(y[test_r], pred), "n_train": len(fit_r), "n_test": len(test_r),
               "confusion": cm.tolist()}
     meta = {"head": "morphology", **shape, "classes": list(schema.MORPHOLOGY_CLASSES), "keys": list(cache.layout.keys), "metrics": scores,
-            "best_epoch": history["best_epoch"], "epochs": config.epochs, "views": N_VIEWS if views else 1, "seed": seed}
+            "best_epoch": history["best_epoch"], "epochs": history["epochs"], "views": N_VIEWS if views else 1, "seed": seed}
     frame = pd.DataFrame({"object_id": ids_k[test_r], "target": MORPHOLOGY_TARGET, "true": y[test_r].astype(float),
                           "pred": pred.astype(float)})
     return module, meta, frame
@@ -247,8 +245,6 @@ def _fit_segmentation(cache, dataset, ids, seed, config, desc, max_galaxies: int
     tok = tok[:, image].contiguous()
     masks = torch.from_numpy(arrays.segmaps(dataset, ids_k))
     head = SegmentationHead(tok.shape[-1], len(segmentation.CLASSES))
-    if views is not None:
-        config = view_config(config)
     history = fit(head, (tok[fit_r],), masks[fit_r], (tok[val_r],), masks[val_r], segmentation.seg_loss, config, desc,
                   views=_token_views(views, ids_k[fit_r], tok[fit_r], [], masks[fit_r], columns=image, turn_target=True))
     pred = segmentation.predict_masks(head, (tok[test_r],))
@@ -256,7 +252,7 @@ def _fit_segmentation(cache, dataset, ids, seed, config, desc, max_galaxies: int
     scores = {**segmentation.scores(ids_k[test_r], true, pred), "n_train": len(fit_r)}
     meta = {"head": "segmentation", "dim": int(tok.shape[-1]), "classes": list(segmentation.CLASSES),
             "keys": list(cache.layout.keys), "metrics": scores, "best_epoch": history["best_epoch"],
-            "epochs": config.epochs, "views": N_VIEWS if views else 1, "seed": seed}
+            "epochs": history["epochs"], "views": N_VIEWS if views else 1, "seed": seed}
     examples = {"object_id": ids_k[test_r][:6], "true": true[:6], "pred": pred[:6]}
     return head, meta, examples
 
@@ -296,18 +292,6 @@ def default_seg_epochs(epochs: int) -> int:
 
 #: epochs of the segmentation head *and* of the U-Net it is compared with (one number, so the comparison is fair)
 SEGMENTATION_EPOCHS = default_seg_epochs(DEFAULT_EPOCHS)
-
-
-def view_epochs(epochs: int) -> int:
-    """Epochs of a head (or baseline) that trains on all eight dihedral views (:mod:`engine.tasks.augment`),
-    where one epoch is a pass over every view: a quarter of ``epochs``, so it sees each galaxy twice as often
-    as without views, for twice the compute."""
-    return max(1, -(-epochs // 4))
-
-
-def view_config(config: FitConfig) -> FitConfig:
-    """``config`` for a head or baseline that trains on all dihedral views: its epochs by :func:`view_epochs`."""
-    return dataclasses.replace(config, epochs=view_epochs(config.epochs))
 
 
 def train_probes(

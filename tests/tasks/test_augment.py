@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine.tasks.augment import N_VIEWS, PixelViews, TokenViews, dihedral
+from engine.tasks.augment import N_VIEWS, PixelViews, TokenViews, dihedral, view_epochs
 from engine.tasks.fitting import FitConfig, fit
 
 
@@ -52,6 +52,8 @@ def test_token_views_read_each_view_from_its_cache():
 
 
 def test_fit_passes_over_every_example_in_every_view_once_per_epoch():
+    """With views, ``fit`` runs ``view_epochs`` of the configured budget (8 -> 2), each a pass over every
+    (example, view) pair; without views it runs the budget as given."""
     seen: list[tuple[int, int]] = []
 
     def views(idx, view):
@@ -60,9 +62,14 @@ def test_fit_passes_over_every_example_in_every_view_once_per_epoch():
 
     model = nn.Linear(2, 1)
     x, y = torch.ones(5, 2), torch.zeros(5, 1)
-    fit(model, (x,), y, (x,), y, nn.functional.mse_loss, FitConfig(epochs=2, batch_size=4, progress=False), views=views)
+    config = FitConfig(epochs=8, batch_size=4, progress=False)
+    history = fit(model, (x,), y, (x,), y, nn.functional.mse_loss, config, views=views)
+    assert view_epochs(8) == 2 and history["epochs"] == 2 and len(history["train_loss"]) == 2
     assert len(seen) == 2 * 5 * N_VIEWS
     assert sorted(seen[: 5 * N_VIEWS]) == [(i, v) for i in range(5) for v in range(N_VIEWS)]
+    plain = fit(nn.Linear(2, 1), (x,), y, (x,), y, nn.functional.mse_loss, config)
+    assert plain["epochs"] == 8 and len(plain["train_loss"]) == 8
+    assert [view_epochs(e) for e in (1, 4, 5, 30, 60)] == [1, 1, 2, 8, 15]
 
 
 def test_turned_cutouts_are_tokenized_again(tiny_mock, task_model_dir):
