@@ -103,3 +103,31 @@ def test_segmentation_counts_give_the_table_iou_and_pair_by_galaxy():
     assert any(line.startswith("segmentation arms: **no winner beyond the noise of 30 held-out galaxies**") for line in lines)
     unet["per_galaxy"]["object_id"] = unet["per_galaxy"]["object_id"][::-1]  # other galaxies: no pairing
     assert evaluate.paired_segmentation(table) == {}
+
+
+def test_every_input_scores_use_only_galaxies_with_image_and_spectrum():
+    """The 'every input' section scores each method on the held-out galaxies with an image and a spectrum:
+    a method good only there scores well, one that missed some of them is left out, stars never count."""
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    n = 300
+    catalog = pd.DataFrame({"object_id": np.arange(n), "kind": np.where(np.arange(n) < 280, "galaxy", "star"),
+                            "has_image_ls": True, "has_spectrum_desi": np.arange(n) % 2 == 0})
+    true = rng.normal(size=n)
+    good_on_spectra = np.where(catalog.has_spectrum_desi, true + rng.normal(0, 0.1, n), rng.normal(size=n))
+    rows = [dict(object_id=i, target="truth_z", true=true[i], pred=p, method=m)
+            for m, preds in (("probe: photometry+image+spectrum", good_on_spectra), ("trees (photometry)", true + rng.normal(0, 0.7, n)))
+            for i, p in enumerate(preds)]
+    rows += [dict(object_id=i, target="truth_z", true=true[i], pred=true[i], method="1-D CNN (spectrum)")
+             for i in range(0, 100, 2)]  # predicted only some of the spectrum galaxies
+    every = evaluate.every_input_scores(pd.DataFrame(rows), catalog)
+    scores = every["properties"]["truth_z"]
+    assert set(scores) == {"probe: photometry+image+spectrum", "trees (photometry)"}
+    assert scores["probe: photometry+image+spectrum"]["n_test"] == 140  # even ids below 280
+    assert scores["probe: photometry+image+spectrum"]["r2"] > 0.95
+    paired = every["paired"]["truth_z"]
+    assert paired["probe"] == "probe: photometry+image+spectrum" and paired["diff_ci"][0] > 0
+    md = "\n".join(evaluate._every_input_markdown(every, ["probe: photometry+image+spectrum", "trees (photometry)"]))
+    assert "n=140" in md and "| redshift z |" in md
+    assert evaluate.every_input_scores(pd.DataFrame(rows), catalog.drop(columns="has_spectrum_desi")) == {}
