@@ -363,19 +363,16 @@ def markdown(table: dict, meta: dict) -> str:
         cfg = sr.get("config", {})
         out += ["", f"## Spectral super-resolution (held-out; {cfg.get('n_samples')} samples, {cfg.get('steps')} "
                 f"{cfg.get('scheme')} steps, temperature {cfg.get('temperature')})", "",
-                "| objects | input | n | median χ²ᵣ generated | median χ²ᵣ NN baseline | median χ²ᵣ codec round trip | generated better (sign test) | read-out: generated / baseline / true spectrum |",
+                "| objects | input | n | median χ²ᵣ generated | median χ²ᵣ NN baseline | median χ²ᵣ codec round trip | generated better (sign test) | read-out: generated / baseline / codec round trip / true spectrum |",
                 "|---|---|---|---|---|---|---|---|"]
         for kind in ("galaxy", "star"):
             r = sr.get(kind)
             if not r:
                 continue
             if kind == "galaxy":
-                read = (f"z within 0.01(1+z): {_fmt(r.get('z_generated_within_0.01'))} / {_fmt(r.get('z_baseline_within_0.01'))}"
-                        f" / {_fmt(r.get('z_true_spectrum_within_0.01'))}")
+                read = "z within 0.01(1+z): " + _readouts(r, "z_{}_within_0.01")
             else:
-                read = (f"Teff MAE [K]: {_fmt(r.get('teff_generated_mae'))} / {_fmt(r.get('teff_baseline_mae'))} / "
-                        f"{_fmt(r.get('teff_true_spectrum_mae'))}; [Fe/H] MAE: {_fmt(r.get('feh_generated_mae'))} / "
-                        f"{_fmt(r.get('feh_baseline_mae'))} / {_fmt(r.get('feh_true_spectrum_mae'))}")
+                read = f"Teff MAE [K]: {_readouts(r, 'teff_{}_mae')}; [Fe/H] MAE: {_readouts(r, 'feh_{}_mae')}"
             out.append(f"| {KIND_PLURAL[kind]} | {r['input_kind']} | {r['n']} | {_fmt(r['chi2_generated_median'])} | "
                        f"{_fmt(r['chi2_baseline_median'])} | {_fmt(r.get('chi2_codec_roundtrip_median'))} | "
                        f"{_fmt(r['generated_better_fraction'])}{_p(r)} | {read} |")
@@ -394,6 +391,12 @@ def markdown(table: dict, meta: dict) -> str:
                        f"{lo:+.3f} to {hi:+.3f} |")
     out += ["", "## Verdicts", ""] + [f"- {v}" for v in verdicts(table)] + [""]
     return "\n".join(out)
+
+
+def _readouts(r: dict, pattern: str) -> str:
+    """'generated / baseline / codec round trip / true spectrum' values of one super-resolution read-out
+    ('—' for one a cached run did not record)."""
+    return " / ".join(_fmt(r.get(pattern.format(name))) for name in ("generated", "baseline", "codec_roundtrip", "true_spectrum"))
 
 
 def _every_input_markdown(every: dict, methods: list[str]) -> list[str]:

@@ -331,6 +331,7 @@ def evaluate_superres(
     (line redshift for galaxies, template Teff/log g/[Fe/H] for stars). The baseline gets the same
     synthetic-photometry calibration as the generated spectra, so the comparison is about the spectral
     shape; ``chi2_codec_roundtrip_median`` (true spectrum -> tokens -> spectrum) is the best the tokens allow,
+    and the read-outs of that round trip (``*_codec_roundtrip_*``) say whether the tokens keep the lines,
     ``flux_ratio_median`` (median generated / median true flux) checks the absolute scale.
 
     Returns (metrics dict, examples dict of arrays for the plots).
@@ -400,7 +401,7 @@ def evaluate_superres(
         truth = cat.set_index("object_id").loc[test_ids]
         if kind == "galaxy" and "truth_z" in truth.columns:
             zt = truth["truth_z"].to_numpy(float)
-            for name, fl in (("generated", gen), ("baseline", base), ("true_spectrum", true_flux)):
+            for name, fl in (("generated", gen), ("baseline", base), ("codec_roundtrip", roundtrip), ("true_spectrum", true_flux)):
                 zp = np.array([line_redshift(lam, f) for f in fl])
                 dz = np.abs(zp - zt) / (1 + zt)
                 res[f"z_{name}_within_0.01"] = float(np.mean(dz < 0.01))
@@ -411,7 +412,7 @@ def evaluate_superres(
                 t_flux = spectra(dataset, train_ids)[0]
                 labeller = TemplateLabeller(t_flux, cat.set_index("object_id").loc[train_ids, label_cols].to_numpy(float))
                 true_lab = truth[label_cols].to_numpy(float)
-                for name, fl in (("generated", gen), ("baseline", base), ("true_spectrum", true_flux)):
+                for name, fl in (("generated", gen), ("baseline", base), ("codec_roundtrip", roundtrip), ("true_spectrum", true_flux)):
                     pred = labeller(fl)
                     for j, c in enumerate(label_cols):
                         res[f"{c.removeprefix('truth_')}_{name}_mae"] = float(np.nanmean(np.abs(pred[:, j] - true_lab[:, j])))

@@ -211,6 +211,7 @@ def test_predict_and_evaluate_commands(trained, results_root, tiny_mock, task_mo
     assert "trees (photometry)" in res["properties"]["truth_z"]
     assert res["superres"]["galaxy"]["n"] >= 1 and np.isfinite(res["superres"]["galaxy"]["chi2_generated_median"])
     assert 0.0 < res["superres"]["galaxy"]["generated_better_p"] <= 1.0
+    assert 0.0 <= res["superres"]["galaxy"]["z_codec_roundtrip_within_0.01"] <= 1.0  # do the tokens keep the lines?
     assert res["meta"]["seg_epochs"] == 4  # the U-Net trained as long as the segmentation head (2 x --epochs)
     assert res["meta"]["baseline_epochs"] == 2  # the CNNs trained as long as the probes (--epochs)
     md = (tmp_path / "res" / "results.md").read_text()
