@@ -30,6 +30,8 @@ import fcntl
 import json
 import os
 import platform
+import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,13 +50,35 @@ COMBO = "photometry+image"
 def _locked_results():
     """The results JSON, read and rewritten under a lock (two parts may run side by side)."""
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    with open(OUT.with_suffix(".lock"), "w") as lock:
+    with open(Path(tempfile.gettempdir()) / "aion_training_noise.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.loads(OUT.read_text()) if OUT.is_file() else {"runs": {}}
         yield data
         tmp = OUT.with_name(OUT.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=1))
+        tmp.write_text(_compact_json(_normalised(data)))
         os.replace(tmp, OUT)
+
+
+def _normalised(data: dict) -> dict:
+    """The held-out galaxies and their classes once at the top (every run scores the same ones), each
+    run's predicted classes as a string of digits (classes 0-9): a readable file of a few kB."""
+    for runs in data["runs"].values():
+        for run in runs.values():
+            ids, true = run.pop("object_id", None), run.pop("true", None)
+            if ids is not None:
+                if data.setdefault("object_id", ids) != ids:
+                    raise ValueError("runs scored different held-out galaxies; the split must stay seed 0")
+                data.setdefault("true", "".join(map(str, true)))
+            for key in ("pred", "pred_tta"):
+                if isinstance(run.get(key), list):
+                    run[key] = "".join(map(str, run[key]))
+    return data
+
+
+def _compact_json(data: dict) -> str:
+    """Indented JSON with lists of numbers kept on one line."""
+    text = json.dumps(data, indent=1)
+    return re.sub(r"\[\s*([-0-9.e,\s]+?)\s*\]", lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
 
 
 def _record(part: str, seed: int, entry: dict) -> None:
