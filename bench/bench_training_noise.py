@@ -190,15 +190,27 @@ def run_cnn(seeds: list[int]) -> None:
 
 
 def summary() -> dict:
-    """Mean ± std (and range) of each part's accuracy, as observed and view-averaged."""
+    """Mean ± std (and range) of each part's accuracy, as observed and view-averaged; and for every
+    (probe seed, CNN seed) pair the paired-bootstrap difference probe − CNN on the same galaxies."""
+    from engine.tasks import metrics
+
     data = json.loads(OUT.read_text())
-    rows = {}
+    rows: dict = {}
     for part, runs in data["runs"].items():
         for key in ("accuracy", "accuracy_tta"):
             vals = np.array([r[key] for r in runs.values()])
             rows[f"{part} {key}"] = {"n": len(vals), "mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else None,
                                      "min": float(vals.min()), "max": float(vals.max()),
                                      "seeds": sorted(map(int, runs))}
+    true = np.array([int(c) for c in data.get("true", "")])
+    digits = lambda s: np.array([int(c) for c in s])  # noqa: E731
+    for ps, probe in data["runs"].get("probe", {}).items():
+        for cs, cnn in data["runs"].get("cnn", {}).items():
+            for key in ("pred", "pred_tta"):
+                r = metrics.paired_bootstrap(metrics.accuracy, true, digits(probe[key]), digits(cnn[key]), seed=0)
+                rows.setdefault("probe - cnn", {})[f"probe seed {ps} - cnn seed {cs}, {key}"] = {
+                    "diff": round(r["diff"], 4), "diff_ci": [round(x, 4) for x in r["diff_ci"]],
+                    "probe_ci": [round(x, 4) for x in r["a_ci"]], "cnn_ci": [round(x, 4) for x in r["b_ci"]]}
     return rows
 
 
