@@ -63,7 +63,7 @@ def _probe_results(dataset_dir, model_dir, loaded, dataset, *, seed, epochs, max
         if same:
             return cached
     return train_probes(dataset_dir, model_dir, seed=seed, epochs=epochs, progress=progress, max_objects=max_objects,
-                        max_seg_galaxies=max_seg_galaxies, loaded=loaded, augment=augment)
+                        max_seg_galaxies=max_seg_galaxies, loaded=loaded, augment=augment, reuse=not retrain)
 
 
 def _superres_results(loaded, dataset, model_dir, *, seed, config, max_per_kind, progress, retrain) -> tuple[dict, dict]:

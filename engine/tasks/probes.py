@@ -17,9 +17,12 @@ safetensors + JSON under ``<results_dir>/probes/heads/<combo>/``; metrics go to
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -257,6 +260,45 @@ def _fit_segmentation(cache, dataset, ids, seed, config, desc, max_galaxies: int
     return head, meta, examples
 
 
+def _fingerprint(inputs: dict, head: str, config: FitConfig) -> str:
+    """What a head is trained from: its inputs (model, dataset, objects, combination, views), its name and
+    its training settings. Equal fingerprints mean :func:`_head` may reuse the saved head."""
+    fields = {**inputs, "head": head, **{k: v for k, v in dataclasses.asdict(config).items() if k != "progress"}}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _head(stem: Path, fingerprint: str, combo: str, model_hash: str, reuse: bool, train):
+    """(meta, held-out frame or, for segmentation, the examples file) of the head at ``stem``: reused when
+    a finished head with this fingerprint is saved there, else ``train()``-ed and saved; None when
+    ``train`` has nothing to train on. The held-out predictions (or examples) are written before the
+    head's JSON, which is written last: a JSON carrying the fingerprint means the head is complete."""
+    extra = stem.with_name(stem.name + (".examples.npz" if stem.name == "segmentation" else ".heldout.parquet"))
+    info = stem.with_suffix(".json")
+    if reuse and info.is_file() and stem.with_suffix(".safetensors").is_file() and extra.is_file():
+        try:
+            meta = json.loads(info.read_text())
+        except ValueError:
+            meta = {}
+        if meta.get("fingerprint") == fingerprint:
+            return meta, extra if stem.name == "segmentation" else pd.read_parquet(extra)
+    fitted = train()
+    if fitted is None:
+        return None
+    module, meta, frame = fitted
+    _stamp(meta, combo, model_hash)
+    meta["fingerprint"] = fingerprint
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tmp = extra.with_name(f"{extra.name}.tmp{os.getpid()}")
+    if stem.name == "segmentation":
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **frame)
+    else:
+        frame.to_parquet(tmp)
+    os.replace(tmp, extra)
+    save_head(stem, module, meta)
+    return meta, extra if stem.name == "segmentation" else frame
+
+
 def _stamp(meta: dict, combo: str, model_hash: str) -> None:
     """What :func:`load_heads` checks before applying a saved head: its inputs, encoder and versions."""
     meta.update(combo=combo, model_hash=model_hash, features=FEATURE_VERSION, heads=HEADS_VERSION)
@@ -310,8 +352,14 @@ def train_probes(
     segmentation_only: tuple[str, ...] = (),
     augment: bool = True,
     loaded=None,
+    reuse: bool = True,
 ) -> dict:
     """Cache frozen-encoder tokens per input combination, train every probe, save heads + metrics.
+
+    Each head is saved with a fingerprint of what it was trained from (model, dataset, objects, inputs,
+    settings, versions) and its held-out predictions; with ``reuse`` a head whose fingerprint matches is
+    taken as it is instead of trained again, so a run killed after some heads resumes from there and a
+    run that changes one head's settings retrains only that head.
 
     With ``augment`` the heads that read the image (morphology, segmentation) train on all eight
     dihedral views of their training galaxies (:mod:`engine.tasks.augment`): the turned cutouts are
@@ -341,6 +389,9 @@ def train_probes(
     seg_config = FitConfig(epochs=seg_epochs or default_seg_epochs(epochs), batch_size=32, lr=2e-3, seed=seed,
                            progress=progress)
     t0 = time.time()
+    trained_from = {"model_hash": loaded.hash, "dataset_hash": dataset.info.get("hash"), "seed": seed,
+                    "objects": hashlib.sha256(np.asarray(ids, dtype=np.int64).tobytes()).hexdigest()[:16],
+                    "features": FEATURE_VERSION, "heads": HEADS_VERSION}
     results: dict = {"dataset": dataset.name, "dataset_hash": dataset.info.get("hash"), "model_id": loaded.model_id,
                      "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "max_objects": max_objects,
                      "max_seg_galaxies": max_seg_galaxies, "seg_epochs": seg_config.epochs,
@@ -360,35 +411,34 @@ def train_probes(
         views = _view_caches(loaded, dataset, out, combo, keys, ids, token_ids, seed, max_seg_galaxies,
                              segmentation_only, progress) if augment else None
         combo_res: dict = {"keys": list(keys)}
+        inputs = {**trained_from, "combo": combo, "keys": list(keys), "views": views is not None}
         for group, (kind, targets) in PROPERTY_GROUPS.items() if combo not in segmentation_only else ():
-            fitted = _fit_property_group(cache, catalog, ids, kind, targets, seed, config, f"{combo} {group}")
-            if fitted is None:
+            done = _head(head_stem(out, combo, group), _fingerprint(inputs, group, config), combo, loaded.hash, reuse,
+                         partial(_fit_property_group, cache, catalog, ids, kind, targets, seed, config, f"{combo} {group}"))
+            if done is None:
                 continue
-            module, meta, frame = fitted
-            _stamp(meta, combo, loaded.hash)
-            save_head(head_stem(out, combo, group), module, meta)
+            meta, frame = done
             combo_res.update(meta["metrics"])
             heldout_frames.append(frame.assign(combo=combo))
-        fitted = None if combo in segmentation_only else _fit_morphology(cache, catalog, ids, seed, config,
-                                                                          f"{combo} morphology", views)
-        if fitted is not None:
-            module, meta, frame = fitted
-            _stamp(meta, combo, loaded.hash)
-            save_head(head_stem(out, combo, "morphology"), module, meta)
+        done = None if combo in segmentation_only else _head(
+            head_stem(out, combo, "morphology"), _fingerprint(inputs, "morphology", config), combo, loaded.hash, reuse,
+            partial(_fit_morphology, cache, catalog, ids, seed, config, f"{combo} morphology", views))
+        if done is not None:
+            meta, frame = done
             combo_res[MORPHOLOGY_TARGET] = meta["metrics"]
             heldout_frames.append(frame.assign(combo=combo))
         if combo == SEGMENTATION_COMBO:
-            fitted = _fit_segmentation(cache, dataset, ids, seed, seg_config, f"{combo} segmentation", max_seg_galaxies,
-                                       views)
-            if fitted is not None:
-                module, meta, examples = fitted
-                _stamp(meta, combo, loaded.hash)
-                save_head(head_stem(out, combo, "segmentation"), module, meta)
+            done = _head(head_stem(out, combo, "segmentation"),
+                         _fingerprint({**inputs, "max_seg_galaxies": max_seg_galaxies}, "segmentation", seg_config),
+                         combo, loaded.hash, reuse,
+                         partial(_fit_segmentation, cache, dataset, ids, seed, seg_config, f"{combo} segmentation",
+                                 max_seg_galaxies, views))
+            if done is not None:
+                meta, examples = done
                 results["segmentation"] = {"combo": combo, **meta["metrics"]}
                 out.mkdir(parents=True, exist_ok=True)
-                tmp = out / f"segmentation_examples.tmp{os.getpid()}.npz"
-                np.savez_compressed(tmp, **examples)
-                os.replace(tmp, out / "segmentation_examples.npz")
+                shutil.copyfile(examples, out / f"segmentation_examples.tmp{os.getpid()}.npz")
+                os.replace(out / f"segmentation_examples.tmp{os.getpid()}.npz", out / "segmentation_examples.npz")
         results["combos"][combo] = combo_res
     results["seconds"] = round(time.time() - t0, 1)
     out.mkdir(parents=True, exist_ok=True)

@@ -328,3 +328,52 @@ def test_heads_of_older_features_are_not_applied(trained, tiny_mock, task_model_
     morph = load_heads(pdir, "photometry+image")["morphology"][1]
     assert morph["pooling"] == "radial" and morph["image_slice"][1] - morph["image_slice"][0] == 576
     assert load_heads(pdir, "photometry")["morphology"][1]["pooling"] == "mean"  # no image tokens
+
+
+def test_train_probes_resumes_from_the_heads_a_killed_run_finished(results_root, tiny_mock, task_model_dir, tmp_path,
+                                                                     monkeypatch):
+    """A run killed at the segmentation head keeps the heads it finished; the rerun trains only the rest
+    and reports every combination. Changed settings (or ``reuse=False``) train every head again."""
+    from engine.tasks import probes
+
+    out = tmp_path / "probes"
+    real = {name: getattr(probes, name) for name in ("_fit_property_group", "_fit_morphology", "_fit_segmentation")}
+    calls: list[str] = []
+
+    def counting(name):  # heads actually trained (a group with nothing to train on returns None)
+        def wrapped(*args, **kwargs):
+            fitted = real[name](*args, **kwargs)
+            if fitted is not None:
+                calls.append(name)
+            return fitted
+        return wrapped
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(probes, "_fit_segmentation", killed)
+    with pytest.raises(KeyboardInterrupt):
+        probes.train_probes(tiny_mock, task_model_dir, out, epochs=2, progress=False, augment=False)
+    finished = {p.relative_to(out): p.read_bytes() for p in (out / "heads").rglob("*.json")}
+    assert any(p.name == "galaxy.json" for p in finished) and not (out / "probes.json").exists()
+    assert all(json.loads(b)["fingerprint"] for b in finished.values())
+    for name in real:
+        monkeypatch.setattr(probes, name, counting(name))
+    res = probes.train_probes(tiny_mock, task_model_dir, out, epochs=2, progress=False, augment=False)
+    assert calls.count("_fit_segmentation") == 1
+    trained_per_combo = {c: len(list((out / "heads" / c).glob("*.safetensors"))) for c in probes.INPUT_COMBOS}
+    last = list(probes.INPUT_COMBOS)[-1]
+    assert len(calls) == 1 + trained_per_combo[last]  # the segmentation head and the combination never reached
+    for rel, content in finished.items():  # finished before the kill: reused as they were
+        assert (out / rel).read_bytes() == content, rel
+    assert set(pd.read_parquet(out / "heldout.parquet")["combo"]) == set(res["combos"]) == set(probes.INPUT_COMBOS)
+    assert "segmentation" in res and (out / "segmentation_examples.npz").is_file()
+    calls.clear()
+    probes.train_probes(tiny_mock, task_model_dir, out, epochs=2, progress=False, augment=False)
+    assert calls == []  # everything current
+    every_head = sum(trained_per_combo.values())
+    probes.train_probes(tiny_mock, task_model_dir, out, epochs=3, progress=False, augment=False)
+    assert len(calls) == every_head  # other epochs: every head trained again
+    calls.clear()
+    probes.train_probes(tiny_mock, task_model_dir, out, epochs=3, progress=False, augment=False, reuse=False)
+    assert len(calls) == every_head
