@@ -270,8 +270,9 @@ def _fingerprint(inputs: dict, head: str, config: FitConfig) -> str:
 def _head(stem: Path, fingerprint: str, combo: str, model_hash: str, reuse: bool, train):
     """(meta, held-out frame or, for segmentation, the examples file) of the head at ``stem``: reused when
     a finished head with this fingerprint is saved there, else ``train()``-ed and saved; None when
-    ``train`` has nothing to train on. The held-out predictions (or examples) are written before the
-    head's JSON, which is written last: a JSON carrying the fingerprint means the head is complete."""
+    ``train`` has nothing to train on. The old JSON is removed before anything of the new head is
+    written and the new JSON is written last, so a JSON carrying the fingerprint means its weights and
+    held-out predictions (or examples) are complete and belong to it, even after a kill mid-write."""
     extra = stem.with_name(stem.name + (".examples.npz" if stem.name == "segmentation" else ".heldout.parquet"))
     info = stem.with_suffix(".json")
     if reuse and info.is_file() and stem.with_suffix(".safetensors").is_file() and extra.is_file():
@@ -288,6 +289,7 @@ def _head(stem: Path, fingerprint: str, combo: str, model_hash: str, reuse: bool
     _stamp(meta, combo, model_hash)
     meta["fingerprint"] = fingerprint
     stem.parent.mkdir(parents=True, exist_ok=True)
+    info.unlink(missing_ok=True)
     tmp = extra.with_name(f"{extra.name}.tmp{os.getpid()}")
     if stem.name == "segmentation":
         with open(tmp, "wb") as f:

@@ -377,3 +377,8 @@ def test_train_probes_resumes_from_the_heads_a_killed_run_finished(results_root,
     calls.clear()
     probes.train_probes(tiny_mock, task_model_dir, out, epochs=3, progress=False, augment=False, reuse=False)
     assert len(calls) == every_head
+    monkeypatch.setattr(probes, "save_head", killed)  # killed while the first retrained head is written
+    with pytest.raises(KeyboardInterrupt):
+        probes.train_probes(tiny_mock, task_model_dir, out, epochs=4, progress=False, augment=False)
+    first = out / "heads" / list(probes.INPUT_COMBOS)[0] / "galaxy.json"
+    assert not first.exists()  # no JSON left that would vouch for the half-written head
