@@ -24,7 +24,8 @@ def setup_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--device", default=None, help="cpu|cuda (default: cuda when available)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint/stage")
-    parser.add_argument("--restart", action="store_true", help="discard the run folder's checkpoints and start over")
+    parser.add_argument("--restart", action="store_true", help="discard the run folder's checkpoints and start over (probes: train every head again "
+                             "instead of reusing the finished heads of a run with the same settings)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     g = parser.add_argument_group("codecs")
     g.add_argument("--image-steps", type=int, default=None)
@@ -88,7 +89,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.what == "probes":
         from engine.tasks.probes import train_probes
 
-        result = train_probes(args.dataset, args.out, seed=args.seed)
+        result = train_probes(args.dataset, args.out, seed=args.seed, reuse=not args.restart)
         if int(__import__("os").environ.get("RANK", "0")) == 0:
             print(json.dumps(result, indent=2, default=str) if args.json else f"probes trained for {args.out}")
         return 0

@@ -382,3 +382,14 @@ def test_train_probes_resumes_from_the_heads_a_killed_run_finished(results_root,
         probes.train_probes(tiny_mock, task_model_dir, out, epochs=4, progress=False, augment=False)
     first = out / "heads" / list(probes.INPUT_COMBOS)[0] / "galaxy.json"
     assert not first.exists()  # no JSON left that would vouch for the half-written head
+
+
+def test_train_probes_command_reuses_finished_heads_unless_restarted(tiny_mock, task_model_dir, monkeypatch, capsys):
+    from engine.cli import main
+    from engine.tasks import probes
+
+    seen = []
+    monkeypatch.setattr(probes, "train_probes", lambda *a, **k: seen.append(k["reuse"]) or {})
+    base = ["train", "probes", "--dataset", str(tiny_mock), "--out", str(task_model_dir)]
+    assert main(base) == 0 and main([*base, "--restart"]) == 0
+    assert seen == [True, False]
