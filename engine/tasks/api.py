@@ -16,7 +16,8 @@ import torch
 
 from engine.data import schema
 from engine.data.store import Dataset, open_dataset
-from engine.errors import MissingModalityError, ModelError
+from engine.errors import MissingModalityError, ModelError, ValidationError
+from engine.tasks.augment import N_VIEWS
 from engine.tasks.features import Layout, combo_keys, embed_objects_canonical
 from engine.tasks.predictions import PREDICTION_COLUMNS, heads_digest, predictions_path
 from engine.tasks.probes import BEST_COMBO, SEGMENTATION_COMBO, apply_heads, load_heads, probes_dir
@@ -81,22 +82,34 @@ class Predictor:
     # --- the three answers -------------------------------------------------------------
 
     @torch.inference_mode()
-    def properties(self, object_id: int) -> dict:
-        """Predicted properties (+ truth where the catalog has it): ``pred_*``, ``truth_*``, ``source``."""
+    def properties(self, object_id: int, views: int = 1) -> dict:
+        """Predicted properties (+ truth where the catalog has it): ``pred_*``, ``truth_*``, ``source``.
+
+        ``views`` > 1 averages a galaxy's morphology probabilities over that many dihedral views of its
+        cutout (:mod:`engine.tasks.augment`), each encoded live: on the default mock's held-out galaxies
+        eight views lift the probe from 85.8-86.1 % to 86.8-88.4 % (``docs/tasks.md``), for eight
+        encodings instead of a cache read. The other properties come from the cutout as observed.
+        """
+        if not 1 <= int(views) <= N_VIEWS:
+            raise ValidationError(f"views={views!r}: accepted 1 to {N_VIEWS} dihedral views of the cutout")
         row = self._row(object_id)
         kind = str(row["kind"])
         cached = self._cached_predictions()
-        if cached is not None and int(object_id) in cached.index:
+        if views == 1 and cached is not None and int(object_id) in cached.index:
             values = cached.loc[int(object_id)].to_dict()
             source = "cache"
         elif kind in ("galaxy", "star"):
             layout = Layout(combo_keys(BEST_COMBO, self.loaded.token_keys))
             tok, msk = embed_objects_canonical(self.loaded, self.dataset, np.array([int(object_id)]), layout)
-            values = apply_heads(self._heads_of(BEST_COMBO), tok.float(), msk, np.array([kind])).iloc[0].to_dict()
+            heads = self._heads_of(BEST_COMBO)
+            values = apply_heads(heads, tok.float(), msk, np.array([kind])).iloc[0].to_dict()
+            if views > 1 and kind == "galaxy" and "morphology" in heads:
+                prob = self._view_averaged_morphology(heads["morphology"][0], int(object_id), layout, tok, msk, views)
+                values |= {"pred_morphology": int(prob.argmax()), "pred_morphology_prob": float(prob.max())}
             source = "live"
         else:
             values, source = {}, "none"
-        out: dict = {"object_id": int(object_id), "kind": kind, "source": source}
+        out: dict = {"object_id": int(object_id), "kind": kind, "source": source, "views": int(views)}
         for col in PREDICTION_COLUMNS:
             v = values.get(col, np.nan if col != "pred_morphology" else -1)
             out[col] = int(v) if col == "pred_morphology" and np.isfinite(v) else (float(v) if v is not None else float("nan"))
@@ -106,6 +119,15 @@ class Predictor:
             if truth in row.index and pd.notna(row[truth]):
                 out[truth] = int(row[truth]) if truth == "truth_morphology" else float(row[truth])
         return out
+
+    def _view_averaged_morphology(self, module, object_id: int, layout: Layout, tok: torch.Tensor, msk: torch.Tensor,
+                                  views: int) -> np.ndarray:
+        """Class probabilities averaged over the cutout as observed (``tok``) and its turned views 1..views-1."""
+        prob = module(tok.float(), msk).softmax(-1)
+        for view in range(1, views):
+            tok_v, msk_v = embed_objects_canonical(self.loaded, self.dataset, np.array([object_id]), layout, view)
+            prob = prob + module(tok_v.float(), msk_v).softmax(-1)
+        return (prob / views)[0].numpy()
 
     @torch.inference_mode()
     def segmentation(self, object_id: int) -> dict[str, np.ndarray]:

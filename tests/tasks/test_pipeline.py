@@ -393,3 +393,41 @@ def test_train_probes_command_reuses_finished_heads_unless_restarted(tiny_mock, 
     base = ["train", "probes", "--dataset", str(tiny_mock), "--out", str(task_model_dir)]
     assert main(base) == 0 and main([*base, "--restart"]) == 0
     assert seen == [True, False]
+
+
+def test_morphology_averaged_over_the_dihedral_views(trained, tiny_mock, task_model_dir, capsys):
+    """``views=8``: the morphology probabilities are the mean over the eight turned cutouts, each encoded;
+    the other properties stay those of the cutout as observed."""
+    import torch
+
+    from engine.cli import main
+    from engine.errors import ValidationError
+    from engine.tasks.api import Predictor
+    from engine.tasks.augment import N_VIEWS
+    from engine.tasks.features import Layout, combo_keys, embed_objects_canonical
+    from engine.tasks.probes import BEST_COMBO
+
+    pred = Predictor.open(tiny_mock, task_model_dir)
+    cat = pred.dataset.catalog
+    gal = int(cat.loc[(cat.kind == "galaxy") & cat.has_image_ls, "object_id"].iloc[0])
+    pred._cached = pd.DataFrame()  # the live path for both
+    one, eight = pred.properties(gal), pred.properties(gal, views=N_VIEWS)
+    assert (one["views"], eight["views"], eight["source"]) == (1, N_VIEWS, "live")
+    assert eight["pred_z"] == pytest.approx(one["pred_z"], rel=1e-5, abs=1e-6)
+    module = pred._heads_of(BEST_COMBO)["morphology"][0]
+    layout = Layout(combo_keys(BEST_COMBO, pred.loaded.token_keys))
+    with torch.inference_mode():
+        probs = []
+        for view in range(N_VIEWS):
+            tok, msk = embed_objects_canonical(pred.loaded, pred.dataset, np.array([gal]), layout, view)
+            probs.append(module(tok.float(), msk).softmax(-1)[0])
+        mean = torch.stack(probs).mean(0)
+    assert eight["pred_morphology"] == int(mean.argmax())
+    assert eight["pred_morphology_prob"] == pytest.approx(float(mean.max()), rel=1e-5)
+    assert eight["pred_morphology_prob"] != pytest.approx(float(probs[0].max()), rel=1e-6)  # not view 0 alone
+    with pytest.raises(ValidationError, match="views=9"):
+        pred.properties(gal, views=9)
+    assert main(["predict", "--dataset", str(tiny_mock), "--model", str(task_model_dir), "--task", "morphology",
+                 "--object-id", str(gal), "--views", "8", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["views"] == 8 and out["pred_morphology"] == eight["pred_morphology"]
