@@ -87,7 +87,8 @@ class Predictor:
 
         ``views`` > 1 averages a galaxy's morphology probabilities over that many dihedral views of its
         cutout (:mod:`engine.tasks.augment`), each encoded live: on the default mock's held-out galaxies
-        eight views lift the probe from 85.8-86.1 % to 86.8-88.4 % (``docs/tasks.md``), for eight
+        eight views lifted the photometry + image probe from 85.8-86.1 % to 86.8-88.4 % over three
+        trainings (``docs/tasks.md``; this head reads photometry + image + spectrum), for eight
         encodings instead of a cache read. The other properties come from the cutout as observed.
         """
         if not 1 <= int(views) <= N_VIEWS:
