@@ -163,31 +163,26 @@ def every_input_scores(heldout: pd.DataFrame, catalog: pd.DataFrame, seed: int =
     cat = catalog.set_index("object_id")
     has_all = cat[flags].astype(bool).all(axis=1)
     galaxies = cat.index[(cat["kind"].astype(str) == "galaxy") & has_all]
-    out: dict = {"inputs": list(EVERY_INPUT_SOURCES), "properties": {}, "paired": {}}
+    scores: dict = {}
+    subset = []
     for target in GALAXY_TARGETS:
         rows = heldout[(heldout["target"] == target) & heldout["object_id"].isin(galaxies)]
         rows = rows[np.isfinite(rows["true"].to_numpy(float))]
         wanted = pd.Index(rows["object_id"].unique())
         if len(wanted) < 2:
             continue
-        preds = {}
         for method, frame in rows.groupby("method"):
             frame = frame.drop_duplicates("object_id").set_index("object_id")
             if len(frame) == len(wanted):  # a method that missed some of them is not compared on fewer
-                preds[method] = frame.loc[wanted]
-        if not preds:
-            continue
-        true = next(iter(preds.values()))["true"].to_numpy(float)
-        scores = {m: {"r2": metrics.r2_score(true, f["pred"].to_numpy(float)), "n_test": len(wanted)} for m, f in preds.items()}
-        out["properties"][target] = scores
-        best = _best_pair(target, scores)
-        if best is not None:
-            probe, base = best
-            r = metrics.paired_bootstrap(metrics.r2_score, true, preds[probe]["pred"].to_numpy(float),
-                                         preds[base]["pred"].to_numpy(float), seed=seed)
-            if np.isfinite(r["diff_ci"]).all():
-                out["paired"][target] = {"probe": probe, "baseline": base, **r}
-    return out if out["properties"] else {}
+                frame = frame.loc[wanted]
+                scores.setdefault(target, {})[method] = {
+                    "r2": metrics.r2_score(frame["true"].to_numpy(float), frame["pred"].to_numpy(float)),
+                    "n_test": len(wanted)}
+                subset.append(frame.reset_index())
+    if not scores:
+        return {}
+    paired = paired_differences({"properties": scores}, pd.concat(subset, ignore_index=True), seed)
+    return {"inputs": list(EVERY_INPUT_SOURCES), "properties": scores, "paired": paired}
 
 
 #: the segmentation classes the verdicts speak about (the issue's: spiral arms and bar)

@@ -273,7 +273,8 @@ def _head(stem: Path, fingerprint: str, combo: str, model_hash: str, reuse: bool
     ``train`` has nothing to train on. The old JSON is removed before anything of the new head is
     written and the new JSON is written last, so a JSON carrying the fingerprint means its weights and
     held-out predictions (or examples) are complete and belong to it, even after a kill mid-write."""
-    extra = stem.with_name(stem.name + (".examples.npz" if stem.name == "segmentation" else ".heldout.parquet"))
+    examples = stem.name == "segmentation"  # keeps its example masks where the others keep held-out predictions
+    extra = stem.with_name(stem.name + (".examples.npz" if examples else ".heldout.parquet"))
     info = stem.with_suffix(".json")
     if reuse and info.is_file() and stem.with_suffix(".safetensors").is_file() and extra.is_file():
         try:
@@ -281,7 +282,7 @@ def _head(stem: Path, fingerprint: str, combo: str, model_hash: str, reuse: bool
         except ValueError:
             meta = {}
         if meta.get("fingerprint") == fingerprint:
-            return meta, extra if stem.name == "segmentation" else pd.read_parquet(extra)
+            return meta, extra if examples else pd.read_parquet(extra)
     fitted = train()
     if fitted is None:
         return None
@@ -291,14 +292,14 @@ def _head(stem: Path, fingerprint: str, combo: str, model_hash: str, reuse: bool
     stem.parent.mkdir(parents=True, exist_ok=True)
     info.unlink(missing_ok=True)
     tmp = extra.with_name(f"{extra.name}.tmp{os.getpid()}")
-    if stem.name == "segmentation":
+    if examples:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **frame)
     else:
         frame.to_parquet(tmp)
     os.replace(tmp, extra)
     save_head(stem, module, meta)
-    return meta, extra if stem.name == "segmentation" else frame
+    return meta, extra if examples else frame
 
 
 def _stamp(meta: dict, combo: str, model_hash: str) -> None:
