@@ -106,9 +106,10 @@ def ensure_views(dataset_dir: Path, model: Path | str, views: tuple[str, ...], *
 #: Probes `prepare` trains when none exist: only the heads the app reads (the predictions' input
 #: combination's, and the segmentation combination's segmentation head), on fewer objects than `aion-engine evaluate` uses,
 #: so a first `make run` stays within its 15 minutes on 2 cores, and without the dihedral views (which would
-#: encode the training galaxies seven more times). `evaluate` retrains the full set
-#: (its settings differ, so it never reuses these) and `make run` then serves those.
-PREPARE_PROBES = {"max_seg_galaxies": 500, "seg_epochs": 6, "augment": False}
+#: encode the training galaxies seven more times), the property probes for 30 epochs instead of 90.
+#: `evaluate` retrains the full set (its settings differ, so it never reuses these) and `make run`
+#: then serves those.
+PREPARE_PROBES = {"max_seg_galaxies": 500, "seg_epochs": 6, "property_epochs": 30, "augment": False}
 PREPARE_PROBE_OBJECTS = 2000
 
 

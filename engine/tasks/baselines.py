@@ -14,6 +14,7 @@ under ``<index root>/<dataset>/baselines/`` and reused by every evaluation.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -35,6 +36,7 @@ from engine.tasks.probes import (
     DEFAULT_MAX_OBJECTS,
     GALAXY_TARGETS,
     MORPHOLOGY_TARGET,
+    PROPERTY_EPOCH_FACTOR,
     SEGMENTATION_EPOCHS,
     STAR_TARGETS,
     segmentation_subset,
@@ -182,9 +184,11 @@ def trees_on_photometry(cat, ids, seed, frames, results) -> None:
             _morph_score("trees (photometry)", ids[te], label[te].astype(int), pred, frames, results)
 
 
-def cnn_on_images(dataset, cat, ids, seed, config, frames, results, augment: bool = False) -> nn.Module | None:
+def cnn_on_images(dataset, cat, ids, seed, config, frames, results, augment: bool = False,
+                  training: dict | None = None) -> nn.Module | None:
     """The image CNN (galaxy properties + morphology) trained and scored; returns the trained net
-    (None where there is nothing to train on), e.g. for scoring it on turned cutouts."""
+    (None where there is nothing to train on), e.g. for scoring it on turned cutouts. ``training``
+    receives its epochs run and best epoch."""
     kinds = cat.loc[ids, "kind"].astype(str).to_numpy()
     has = cat.loc[ids, schema.source("image_ls").flag].to_numpy(bool) if "has_image_ls" in cat.columns else np.ones(len(ids), bool)
     ids_k = ids[(kinds == "galaxy") & has]
@@ -202,8 +206,9 @@ def cnn_on_images(dataset, cat, ids, seed, config, frames, results, augment: boo
     x = torch.from_numpy(arrays.images(dataset, ids_k))
     net = ImageCNN(len(GALAXY_TARGETS), N_CLASSES)
     views = PixelViews(x[fit_r], target[fit_r], turn_target=False) if augment else None
-    fit(net, (x[fit_r],), target[fit_r], (x[val_r],), target[val_r], _joint_loss(len(GALAXY_TARGETS)),
-        config, "image CNN", views=views)
+    history = fit(net, (x[fit_r],), target[fit_r], (x[val_r],), target[val_r], _joint_loss(len(GALAXY_TARGETS)),
+                  config, "image CNN", views=views)
+    _record(training, "CNN (image)", history)
     out = predict(net, (x[test_r],)).numpy()
     pred = out[:, : len(GALAXY_TARGETS)] * std + mean
     _score("CNN (image)", ids_k[test_r], GALAXY_TARGETS, y[test_r, :-1], pred, frames, results)
@@ -214,7 +219,7 @@ def cnn_on_images(dataset, cat, ids, seed, config, frames, results, augment: boo
     return net
 
 
-def cnn_on_spectra(dataset, cat, ids, seed, config, frames, results) -> None:
+def cnn_on_spectra(dataset, cat, ids, seed, config, frames, results, training: dict | None = None) -> None:
     if not dataset.has_source("spectrum_desi"):
         return
     has = cat.loc[ids, "has_spectrum_desi"].to_numpy(bool) if "has_spectrum_desi" in cat.columns else np.ones(len(ids), bool)
@@ -233,12 +238,15 @@ def cnn_on_spectra(dataset, cat, ids, seed, config, frames, results) -> None:
     yz, mean, std = _standardise(y, fit_r)
     x = torch.from_numpy(arrays.spectra(dataset, ids_k)[3])
     net = SpectrumCNN(len(targets))
-    fit(net, (x[fit_r],), torch.from_numpy(yz[fit_r]), (x[val_r],), torch.from_numpy(yz[val_r]), masked_mse, config, "spectrum 1-D CNN")
+    history = fit(net, (x[fit_r],), torch.from_numpy(yz[fit_r]), (x[val_r],), torch.from_numpy(yz[val_r]), masked_mse,
+                  config, "spectrum 1-D CNN")
+    _record(training, "1-D CNN (spectrum)", history)
     pred = predict(net, (x[test_r],)).numpy() * std + mean
     _score("1-D CNN (spectrum)", ids_k[test_r], targets, y[test_r], pred, frames, results)
 
 
-def unet_on_images(dataset, ids, seed, config, results, max_galaxies: int | None, augment: bool = False) -> dict | None:
+def unet_on_images(dataset, ids, seed, config, results, max_galaxies: int | None, augment: bool = False,
+                   training: dict | None = None) -> dict | None:
     """U-Net from scratch on the same galaxies (and the same cap) as the token segmentation head."""
     from engine.tasks import segmentation
 
@@ -251,18 +259,25 @@ def unet_on_images(dataset, ids, seed, config, results, max_galaxies: int | None
     masks = torch.from_numpy(arrays.segmaps(dataset, ids_k))
     net = segmentation.UNet(len(segmentation.CLASSES))
     views = PixelViews(x[fit_r], masks[fit_r], turn_target=True) if augment else None
-    fit(net, (x[fit_r],), masks[fit_r], (x[val_r],), masks[val_r], segmentation.seg_loss, config,
-        "U-Net", views=views)
+    history = fit(net, (x[fit_r],), masks[fit_r], (x[val_r],), masks[val_r], segmentation.seg_loss, config,
+                  "U-Net", views=views)
+    _record(training, "U-Net (image)", history)
     pred = segmentation.predict_masks(net, (x[test_r],))
     true = masks[test_r].numpy()
     results["U-Net (image)"] = {**segmentation.scores(ids_k[test_r], true, pred), "n_train": len(fit_r)}
     return {"object_id": ids_k[test_r][:6], "image": x[test_r][:6].numpy(), "true": true[:6], "pred": pred[:6]}
 
 
+def _record(training: dict | None, method: str, history: dict) -> None:
+    """Epochs run and the best (kept) epoch, 0-based as `fit` counts, so one can tell whether a net had converged."""
+    if training is not None:
+        training[method] = {"epochs": history["epochs"], "best_epoch": history["best_epoch"]}
+
+
 def run_baselines(
     dataset_dir, out_dir=None, *, seed: int = 0, epochs: int = DEFAULT_EPOCHS, max_objects: int | None = DEFAULT_MAX_OBJECTS,
     progress: bool = True, reuse: bool = True, max_seg_galaxies: int | None = 1500,
-    seg_epochs: int = SEGMENTATION_EPOCHS, augment: bool = True,
+    seg_epochs: int = SEGMENTATION_EPOCHS, spectrum_epochs: int | None = None, augment: bool = True,
 ) -> dict:
     """Train and score the three baselines; results JSON + held-out predictions cached per dataset.
 
@@ -271,12 +286,15 @@ def run_baselines(
 
     ``epochs`` trains the CNNs, by default the probes' (:data:`DEFAULT_EPOCHS`); ``seg_epochs`` trains the
     U-Net, by default the segmentation head's. Pass the heads' numbers when they differ, so both sides get
-    the same budget.
+    the same budget. The 1-D CNN predicts only properties, so it trains ``spectrum_epochs``, by default
+    as long as the property probes (:data:`~engine.tasks.probes.PROPERTY_EPOCH_FACTOR` x ``epochs``).
     """
+    spectrum_epochs = spectrum_epochs or PROPERTY_EPOCH_FACTOR * epochs
     dataset = open_dataset(dataset_dir)
     out = Path(out_dir) if out_dir is not None else baselines_dir(dataset)
     settings = {"dataset_hash": dataset.info.get("hash"), "seed": seed, "epochs": epochs, "max_objects": max_objects,
-                "max_seg_galaxies": max_seg_galaxies, "seg_epochs": seg_epochs, "augment": bool(augment)}
+                "max_seg_galaxies": max_seg_galaxies, "seg_epochs": seg_epochs, "spectrum_epochs": spectrum_epochs,
+                "augment": bool(augment)}
     res_path = out / "baselines.json"
     if reuse and res_path.is_file():
         cached = json.loads(res_path.read_text())
@@ -290,7 +308,7 @@ def run_baselines(
                 return cached
         return _run_baselines(dataset, out, settings, seed=seed, epochs=epochs, max_objects=max_objects,
                               progress=progress, max_seg_galaxies=max_seg_galaxies, seg_epochs=seg_epochs,
-                              augment=augment)
+                              spectrum_epochs=spectrum_epochs, augment=augment)
 
 
 @contextlib.contextmanager
@@ -319,7 +337,7 @@ def _exclusive(lock: Path, poll_s: float = 5.0):
 
 
 def _run_baselines(dataset, out: Path, settings: dict, *, seed, epochs, max_objects, progress, max_seg_galaxies,
-                   seg_epochs, augment) -> dict:
+                   seg_epochs, spectrum_epochs, augment) -> dict:
     res_path = out / "baselines.json"
     cat = dataset.catalog.set_index("object_id", drop=False)
     ids = select_objects(dataset.catalog, max_objects, seed)
@@ -327,14 +345,15 @@ def _run_baselines(dataset, out: Path, settings: dict, *, seed, epochs, max_obje
     t0 = time.time()
     frames: list[pd.DataFrame] = []
     methods: dict = {}
+    training: dict = {}
     trees_on_photometry(cat, ids, seed, frames, methods)
-    cnn_on_images(dataset, cat, ids, seed, config, frames, methods, augment)
-    cnn_on_spectra(dataset, cat, ids, seed, config, frames, methods)
+    cnn_on_images(dataset, cat, ids, seed, config, frames, methods, augment, training)
+    cnn_on_spectra(dataset, cat, ids, seed, dataclasses.replace(config, epochs=spectrum_epochs), frames, methods, training)
     seg: dict = {}
     seg_config = FitConfig(epochs=seg_epochs, batch_size=32, lr=2e-3, seed=seed, progress=progress)
-    examples = unet_on_images(dataset, ids, seed, seg_config, seg, max_seg_galaxies, augment)
+    examples = unet_on_images(dataset, ids, seed, seg_config, seg, max_seg_galaxies, augment, training)
     results = {"settings": settings, "dataset": dataset.name, "methods": methods, "segmentation": seg,
-               "seconds": round(time.time() - t0, 1)}
+               "training": training, "seconds": round(time.time() - t0, 1)}
     out.mkdir(parents=True, exist_ok=True)
     if examples is not None:
         tmp = out / f"segmentation_examples.tmp{os.getpid()}.npz"

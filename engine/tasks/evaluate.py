@@ -31,6 +31,8 @@ from engine.tasks.probes import (
     GALAXY_TARGETS,
     HEADS_VERSION,
     MORPHOLOGY_TARGET,
+    POSITION_CHANNELS,
+    PROPERTY_EPOCH_FACTOR,
     STAR_TARGETS,
     default_seg_epochs,
     probes_dir,
@@ -57,6 +59,8 @@ def _probe_results(dataset_dir, model_dir, loaded, dataset, *, seed, epochs, max
                 and cached.get("dataset_hash") == dataset.info.get("hash") and cached.get("max_objects") == max_objects
                 and cached.get("max_seg_galaxies") == max_seg_galaxies
                 and cached.get("seg_epochs", default_seg_epochs(epochs)) == default_seg_epochs(epochs)
+                and cached.get("property_epochs") == PROPERTY_EPOCH_FACTOR * epochs
+                and cached.get("position_channels") == POSITION_CHANNELS
                 and set(cached.get("combos", {})) == set(INPUT_COMBOS)  # not `prepare`'s reduced set
                 and cached.get("features") == FEATURE_VERSION and cached.get("heads") == HEADS_VERSION
                 and not cached.get("segmentation_only") and cached.get("augment", False) == augment)
@@ -304,13 +308,40 @@ def _budgets(meta: dict) -> str:
     """One sentence on what each side trained for, so the table's comparisons can be judged."""
     epochs, seg = meta.get("epochs"), meta.get("seg_epochs")
     base = meta.get("baseline_epochs", epochs)
+    prop = meta.get("property_epochs", epochs)
+    spec = meta.get("spectrum_epochs") or base
     if not meta.get("augment"):
-        return (f"Epochs: probes {epochs}, CNN baselines {base}, segmentation head and U-Net {seg}; all on the "
-                f"cutouts as observed.")
-    return (f"Epochs: property probes {epochs}, 1-D CNN {base}. The heads that read the image (morphology, "
+        return (f"Epochs: property probes {prop}, 1-D CNN {spec}, morphology probes {epochs}, image CNN {base}, "
+                f"segmentation head and U-Net {seg}; all on the cutouts as observed.")
+    return (f"Epochs: property probes {prop}, 1-D CNN {spec}. The heads that read the image (morphology, "
             f"segmentation) and the image baselines (CNN, U-Net) train on all {N_VIEWS} rotations/reflections of "
             f"their training galaxies' cutouts, one epoch = every view: morphology probes {view_epochs(epochs)}, "
             f"image CNN {view_epochs(base)}, segmentation head and U-Net {view_epochs(seg)} epochs.")
+
+
+def convergence(probe_dir: Path, model_hash: str, baselines: dict) -> dict[str, dict]:
+    """Each trained net's epochs and best (kept) epoch, 1-based, from the saved heads of ``model_hash`` and
+    the baselines' record: a best epoch at the end says the net was still improving when its budget ran out."""
+    found = {}
+    for info in sorted(Path(probe_dir).glob("heads/*/*.json")):
+        try:
+            meta = json.loads(info.read_text())
+        except ValueError:
+            continue
+        if meta.get("model_hash") == model_hash and isinstance(meta.get("best_epoch"), int) and isinstance(
+                meta.get("epochs"), int):
+            found[f"{info.stem} ({info.parent.name})"] = {"best": meta["best_epoch"] + 1, "of": meta["epochs"]}
+    for method, t in baselines.get("training", {}).items():
+        found[method] = {"best": t["best_epoch"] + 1, "of": t["epochs"]}
+    return found
+
+
+def _convergence_sentence(meta: dict) -> str:
+    nets = meta.get("convergence") or {}
+    if not nets:
+        return ""
+    parts = ", ".join(f"{name} {v['best']}/{v['of']}" for name, v in nets.items())
+    return f" Best (kept) epoch of each net, of the epochs it ran (the last one: still improving): {parts}."
 
 
 def _provenance(meta: dict) -> str:
@@ -324,7 +355,8 @@ def markdown(table: dict, meta: dict) -> str:
     """The results table as Markdown."""
     out = [f"# Results: {meta['dataset']} × {meta['model_id']}", "",
            f"Held-out split: hash of object id, seed {meta['seed']} (20 %). Objects used: {meta['n_objects']} labelled "
-           f"(cap {meta['max_objects']}). Model hash {meta['model_hash']}. {_provenance(meta)} {_budgets(meta)}", ""]
+           f"(cap {meta['max_objects']}). Model hash {meta['model_hash']}. {_provenance(meta)} {_budgets(meta)}"
+           f"{_convergence_sentence(meta)}", ""]
     methods = [f"probe: {c}" for c in INPUT_COMBOS] + ["trees (photometry)", "CNN (image)", "1-D CNN (spectrum)"]
     out += ["## Properties (held-out R²; redshift NMAD in brackets)", "",
             "| target | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
@@ -571,10 +603,11 @@ def evaluate(
     table["every_input"] = every_input_scores(heldout, dataset.catalog, seed)
     table["paired_segmentation"] = paired_segmentation(table, seed)
     meta = {"dataset": dataset.name, "dataset_hash": dataset.info.get("hash"), "model_id": loaded.model_id,
-            "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "baseline_epochs": baseline_epochs,
+            "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "property_epochs": probes.get("property_epochs", epochs),
+            "baseline_epochs": baseline_epochs, "spectrum_epochs": baselines["settings"].get("spectrum_epochs"),
             "seg_epochs": baselines["settings"]["seg_epochs"], "augment": augment,
             "max_objects": max_objects, "max_seg_galaxies": max_seg_galaxies, "n_objects": probes.get("n_objects"),
-            "device": "CPU",
+            "device": "CPU", "convergence": convergence(probes_dir(dataset, model_dir), loaded.hash, baselines),
             "seconds": time.time() - t0}
     results = {"meta": meta, **_without_counts(table), "verdicts": verdicts(table)}
     results["plots"] = _plots(out, dataset, probes_dir(dataset, model_dir), baselines_dir(dataset), sr_examples)
@@ -612,7 +645,7 @@ def report_from_caches(dataset_dir, model_dir, out_dir=None) -> dict:
             "model_hash": loaded.hash, "seed": probes.get("seed", 0), "max_objects": probes.get("max_objects"),
             "max_seg_galaxies": probes.get("max_seg_galaxies"), "n_objects": probes.get("n_objects"), "device": "CPU",
             "seconds": float(probes.get("seconds", 0)) + float(baselines.get("seconds", 0)), "missing": missing,
-            **_cached_budgets(probes, baselines)}
+            "convergence": convergence(pdir, loaded.hash, baselines), **_cached_budgets(probes, baselines)}
     results = {"meta": meta, **_without_counts(table), "verdicts": verdicts(table)}
     examples = None
     if sr and (pdir / "superres_examples.npz").is_file():
@@ -632,6 +665,8 @@ def _cached_budgets(probes: dict, baselines: dict) -> dict:
     """The epochs and view settings the cached runs recorded (what :func:`_budgets` reports)."""
     settings = baselines.get("settings", {})
     return {"epochs": probes.get("epochs", settings.get("epochs")), "baseline_epochs": settings.get("epochs"),
+            "property_epochs": probes.get("property_epochs", probes.get("epochs")),
+            "spectrum_epochs": settings.get("spectrum_epochs"),
             "seg_epochs": probes.get("seg_epochs", settings.get("seg_epochs")),
             "augment": bool(probes.get("augment", settings.get("augment", False)))}
 

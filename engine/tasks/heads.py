@@ -13,6 +13,8 @@ True = absent token (the convention of the ``aion`` encoder masks).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -60,6 +62,30 @@ def mlp(dim_in: int, hidden: int, dim_out: int, dropout: float = 0.1) -> nn.Sequ
     return nn.Sequential(nn.Linear(dim_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim_out))
 
 
+def position_code(count: int, channels: int) -> torch.Tensor:
+    """A fixed sinusoidal code (count, channels) of a token's place within its modality.
+
+    A square count (the 24 x 24 image grid) is coded by row and column, half the channels each;
+    any other (the spectrum's 273 tokens: where along the wavelength axis; the run of photometry
+    tokens: which band) by its index. The frequencies run geometrically from one period over the
+    whole run to one per two tokens, so both the coarse and the exact place are readable.
+    """
+    if channels % 4:
+        raise ValueError(f"position code channels must be a multiple of 4, got {channels}")
+    if count <= 1 or channels == 0:
+        return torch.zeros(count, channels)
+    side = math.isqrt(count)
+    axes = [torch.arange(count) // side, torch.arange(count) % side] if side * side == count else [torch.arange(count)]
+    length = side if len(axes) == 2 else count
+    n_freq = channels // (2 * len(axes))
+    freqs = (length / 2) ** (torch.arange(n_freq) / max(n_freq - 1, 1))  # periods per run: 1 .. length/2
+    parts = []
+    for axis in axes:
+        phase = 2 * math.pi * axis[:, None].double() / length * freqs[None].double()
+        parts += [phase.sin(), phase.cos()]
+    return torch.cat(parts, dim=1).float()
+
+
 class PropertyProbe(nn.Module):
     """Attentive pooling + 2-layer MLP per target: independent regressors trained together.
 
@@ -68,20 +94,38 @@ class PropertyProbe(nn.Module):
     then cannot drown the eleven photometry tokens in one softmax (with a single pool over all
     tokens, adding the image *lowered* the redshift R², 0.727 -> 0.672, ``docs/tasks.md``).
     ``None``: one pool over all tokens, the paper's probe.
+
+    ``position_channels`` > 0 (needs ``groups``) appends :func:`position_code` to every token before
+    pooling, so the pooled vector also says *where* the attended tokens sit: which wavelengths of the
+    spectrum hold the lines a query found (the redshift), which part of the image. The nano encoder's
+    last layer keeps little of its position embedding, and the embedding-layer half of the features
+    none (``docs/tasks.md``).
     """
 
     def __init__(self, dim: int, n_targets: int, hidden: int = 256, num_heads: int = 4,
-                 groups: tuple[tuple[int, int], ...] | None = None):
+                 groups: tuple[tuple[int, int], ...] | None = None, position_channels: int = 0):
         super().__init__()
         self.groups = tuple((int(a), int(b)) for a, b in groups) if groups is not None else None
+        if position_channels and self.groups is None:
+            raise ValueError("a position code needs the token groups (where each modality's tokens sit)")
+        self.position_channels = int(position_channels)
+        if self.position_channels:
+            code = torch.cat([position_code(b - a, self.position_channels) for a, b in self.groups])
+            self.register_buffer("position", code, persistent=False)  # rebuilt from groups on load
+        width = dim + self.position_channels
         n_groups = len(self.groups) if self.groups is not None else 1
-        self.pools = nn.ModuleList(AttentivePooling(dim, n_targets, num_heads) for _ in range(n_groups))
-        self.heads = nn.ModuleList(mlp(n_groups * dim, hidden, 1) for _ in range(n_targets))
+        self.pools = nn.ModuleList(AttentivePooling(width, n_targets, num_heads) for _ in range(n_groups))
+        self.heads = nn.ModuleList(mlp(n_groups * width, hidden, 1) for _ in range(n_targets))
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.position_channels:
+            if tokens.shape[1] != len(self.position):
+                raise ValueError(f"expected {len(self.position)} tokens (the probe's groups), got {tokens.shape[1]}")
+            code = self.position.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+            tokens = torch.cat([tokens, code], dim=-1)
         ranges = self.groups if self.groups is not None else ((0, tokens.shape[1]),)
         pooled = torch.cat([pool(tokens[:, a:b], mask[:, a:b]) for pool, (a, b) in zip(self.pools, ranges, strict=True)],
-                           dim=-1)  # (B, n_targets, n_groups * D)
+                           dim=-1)  # (B, n_targets, n_groups * width)
         return torch.cat([head(pooled[:, i]) for i, head in enumerate(self.heads)], dim=1)  # (B, n_targets)
 
 

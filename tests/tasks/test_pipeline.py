@@ -54,6 +54,9 @@ def test_train_probes_writes_heads_metrics_and_caches(trained, results_root, tin
     galaxy, meta = heads["galaxy"]  # pools photometry and image apart, rebuilt so from its JSON
     assert galaxy.groups == tuple(map(tuple, meta["groups"])) and len(meta["groups"]) == 2
     assert meta["groups"][-1][1] - meta["groups"][-1][0] == 576
+    # property probes train 3x the epochs, with the position code; rebuilt with it from the JSON
+    assert trained["property_epochs"] == meta["epochs"] == 6 and meta["position_channels"] == 32
+    assert galaxy.position.shape == (meta["groups"][-1][1], 32)
     # heads remember their encoder: asked for another model's heads, none are returned
     assert set(load_heads(pdir, "photometry+image", model_hash=trained["model_hash"])) == set(heads)
     assert load_heads(pdir, "photometry+image", model_hash="0123456789abcdef") == {}
@@ -118,6 +121,11 @@ def test_baselines_on_same_split(results_root, tiny_mock):
     unet = res["segmentation"]["U-Net (image)"]
     assert set(unet["iou"]) == set(schema.SEGMENTATION_CLASSES)
     assert set(unet["per_galaxy"]["union"]) == set(schema.SEGMENTATION_CLASSES)
+    # each net's epochs run and best epoch are kept; the 1-D CNN trains as long as the property probes
+    assert res["settings"]["spectrum_epochs"] == 3 and res["training"]["1-D CNN (spectrum)"]["epochs"] == 3
+    assert {m: t["epochs"] for m, t in res["training"].items() if m != "1-D CNN (spectrum)"} == {
+        "CNN (image)": 1, "U-Net (image)": 1}
+    assert all(0 <= t["best_epoch"] < t["epochs"] for t in res["training"].values())  # 0-based, as in fit
     again = run_baselines(tiny_mock, epochs=1, progress=False, seg_epochs=1)
     assert again == res  # cached per dataset and settings
 
@@ -214,6 +222,12 @@ def test_predict_and_evaluate_commands(trained, results_root, tiny_mock, task_mo
     assert 0.0 <= res["superres"]["galaxy"]["z_codec_roundtrip_within_0.01"] <= 1.0  # do the tokens keep the lines?
     assert res["meta"]["seg_epochs"] == 4  # the U-Net trained as long as the segmentation head (2 x --epochs)
     assert res["meta"]["baseline_epochs"] == 2  # the CNNs trained as long as the probes (--epochs)
+    assert res["meta"]["property_epochs"] == res["meta"]["spectrum_epochs"] == 6  # 1-D CNN as long as property probes
+    nets = res["meta"]["convergence"]  # every net's best epoch of those it ran, also stated in the Markdown
+    assert nets["galaxy (photometry)"]["of"] == nets["1-D CNN (spectrum)"]["of"] == 6
+    assert {"segmentation (photometry+image)", "morphology (photometry+image)", "CNN (image)", "U-Net (image)"} <= set(nets)
+    assert all(1 <= v["best"] <= v["of"] for v in nets.values())
+    assert f"galaxy (photometry) {nets['galaxy (photometry)']['best']}/6" in (tmp_path / "res" / "results.md").read_text()
     md = (tmp_path / "res" / "results.md").read_text()
     assert "## Properties" in md and "## Verdicts" in md and "U-Net" in md
     paired = res["paired"]["truth_z"]  # best probe vs best baseline, from the cached held-out predictions
@@ -371,6 +385,9 @@ def test_train_probes_resumes_from_the_heads_a_killed_run_finished(results_root,
     calls.clear()
     probes.train_probes(tiny_mock, task_model_dir, out, epochs=2, progress=False, augment=False)
     assert calls == []  # everything current
+    probes.train_probes(tiny_mock, task_model_dir, out, epochs=2, property_epochs=3, progress=False, augment=False)
+    assert calls and set(calls) == {"_fit_property_group"}  # other property epochs: only the property heads
+    calls.clear()
     every_head = sum(trained_per_combo.values())
     probes.train_probes(tiny_mock, task_model_dir, out, epochs=3, progress=False, augment=False)
     assert len(calls) == every_head  # other epochs: every head trained again
