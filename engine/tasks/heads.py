@@ -3,7 +3,8 @@
 Properties use *attentive pooling* (one learned query per target attends over the tokens of each
 modality group: the one-token scalars, the image, the spectrum) followed by a 2-layer MLP: the
 paper found mean pooling far worse once spectrum tokens are in the input, because a few tokens
-carry the signal. Morphology reads the image tokens per
+carry the signal; a fixed position code appended to each token lets the pooled vector say where the
+attended tokens sit (which wavelengths hold the lines). Morphology reads the image tokens per
 annulus around the centre — their means (the radial profile) and the amplitudes of their first
 angular modes (``engine/model/pooling.py``) — next to the mean of all tokens: the paper's masked
 mean pooling + MLP reached 17.6 % on the mock's ten classes (a global mean loses where the light

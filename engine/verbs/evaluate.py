@@ -13,10 +13,11 @@ def setup_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--out", default=None, help="output folder (default docs/results/<dataset>/<model>/)")
     parser.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
-    parser.add_argument("--epochs", type=int, default=30, help="probe epochs (default 30)")
+    parser.add_argument("--epochs", type=int, default=30,
+                        help="probe epochs (default 30; the property probes train 3x as many)")
     parser.add_argument("--baseline-epochs", type=int, default=None,
-                        help="epochs of the baseline CNNs (default: --epochs, the probes' budget; the U-Net always "
-                             "trains as long as the segmentation head)")
+                        help="epochs of the baseline CNNs (default: --epochs, the probes' budget; the 1-D CNN trains "
+                             "3x as many, as the property probes; the U-Net always trains as long as the segmentation head)")
     parser.add_argument("--max-objects", type=int, default=3000,
                         help="labelled objects used (deterministic subset; bounds encoding time; default 3000, 0 = all)")
     parser.add_argument("--max-seg-galaxies", type=int, default=1500,
