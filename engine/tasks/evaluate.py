@@ -603,10 +603,7 @@ def evaluate(
     table["every_input"] = every_input_scores(heldout, dataset.catalog, seed)
     table["paired_segmentation"] = paired_segmentation(table, seed)
     meta = {"dataset": dataset.name, "dataset_hash": dataset.info.get("hash"), "model_id": loaded.model_id,
-            "model_hash": loaded.hash, "seed": seed, "epochs": epochs, "property_epochs": probes.get("property_epochs", epochs),
-            "baseline_epochs": baseline_epochs, "spectrum_epochs": baselines["settings"].get("spectrum_epochs"),
-            "seg_epochs": baselines["settings"]["seg_epochs"], "augment": augment,
-            "max_objects": max_objects, "max_seg_galaxies": max_seg_galaxies, "n_objects": probes.get("n_objects"),
+            "model_hash": loaded.hash, "seed": seed, **_run_budgets(probes, baselines), "max_objects": max_objects, "max_seg_galaxies": max_seg_galaxies, "n_objects": probes.get("n_objects"),
             "device": "CPU", "convergence": convergence(probes_dir(dataset, model_dir), loaded.hash, baselines),
             "seconds": time.time() - t0}
     results = {"meta": meta, **_without_counts(table), "verdicts": verdicts(table)}
@@ -645,7 +642,7 @@ def report_from_caches(dataset_dir, model_dir, out_dir=None) -> dict:
             "model_hash": loaded.hash, "seed": probes.get("seed", 0), "max_objects": probes.get("max_objects"),
             "max_seg_galaxies": probes.get("max_seg_galaxies"), "n_objects": probes.get("n_objects"), "device": "CPU",
             "seconds": float(probes.get("seconds", 0)) + float(baselines.get("seconds", 0)), "missing": missing,
-            "convergence": convergence(pdir, loaded.hash, baselines), **_cached_budgets(probes, baselines)}
+            "convergence": convergence(pdir, loaded.hash, baselines), **_run_budgets(probes, baselines)}
     results = {"meta": meta, **_without_counts(table), "verdicts": verdicts(table)}
     examples = None
     if sr and (pdir / "superres_examples.npz").is_file():
@@ -661,8 +658,8 @@ def report_from_caches(dataset_dir, model_dir, out_dir=None) -> dict:
     return results
 
 
-def _cached_budgets(probes: dict, baselines: dict) -> dict:
-    """The epochs and view settings the cached runs recorded (what :func:`_budgets` reports)."""
+def _run_budgets(probes: dict, baselines: dict) -> dict:
+    """The epochs and view settings the probe and baseline runs recorded (what :func:`_budgets` reports)."""
     settings = baselines.get("settings", {})
     return {"epochs": probes.get("epochs", settings.get("epochs")), "baseline_epochs": settings.get("epochs"),
             "property_epochs": probes.get("property_epochs", probes.get("epochs")),

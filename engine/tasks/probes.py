@@ -456,8 +456,9 @@ def train_probes(
                 meta, examples = done
                 results["segmentation"] = {"combo": combo, **meta["metrics"]}
                 out.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(examples, out / f"segmentation_examples.tmp{os.getpid()}.npz")
-                os.replace(out / f"segmentation_examples.tmp{os.getpid()}.npz", out / "segmentation_examples.npz")
+                tmp = out / f"segmentation_examples.tmp{os.getpid()}.npz"
+                shutil.copyfile(examples, tmp)
+                os.replace(tmp, out / "segmentation_examples.npz")
         results["combos"][combo] = combo_res
     results["seconds"] = round(time.time() - t0, 1)
     out.mkdir(parents=True, exist_ok=True)
