@@ -1,8 +1,8 @@
 """Everything the app needs for one (dataset, model), built only where missing or stale.
 
 ``aion-engine prepare --default`` (what ``make run`` calls) builds the default mock survey if
-it is missing, then per view the embeddings and FAISS index, then the per-object
-predictions. Each step checks its own freshness (dataset and model hashes in the manifests),
+it is missing, then the token ids of every object (the codecs run once), then per view the
+embeddings and FAISS index, then the per-object predictions. Each step checks its own freshness (dataset and model hashes in the manifests),
 so a second run costs seconds and a crash mid-way resumes where it stopped.
 """
 
@@ -103,6 +103,37 @@ def ensure_views(dataset_dir: Path, model: Path | str, views: tuple[str, ...], *
     return status
 
 
+def ensure_token_table(dataset_dir: Path, model: Path | str, views: tuple[str, ...], *, progress: bool = True) -> str:
+    """Tokenize the dataset once for everything `prepare` encodes (the views, the probes' token caches,
+    the predictions): on a CPU the codecs are a large share of encoding, and each of those steps
+    would otherwise run them over the same objects again. Built only when some view must be embedded
+    or there are no predictions yet (a table found later is reused, one missing only costs speed)."""
+    from engine.index.baseline import is_baseline
+    from engine.model.encode import views_token_keys
+    from engine.model.loading import load_model
+    from engine.tasks.features import combo_keys
+    from engine.tasks.predictions import predictions_path
+    from engine.tasks.probes import BEST_COMBO, SEGMENTATION_COMBO
+    from engine.train import tokens
+
+    if is_baseline(model):
+        return "not needed (the pixel baseline has no codecs)"
+    ds = open_dataset(dataset_dir)
+    needed = [v for v in views if not _embeddings_fresh(ds, model, v)]
+    if not needed and predictions_path(ds, model).is_file():
+        return "not needed (views and predictions exist)"
+    loaded = load_model(model)
+    if loaded.path is None:
+        return "skipped (the model is not a local folder)"
+    keys = list(dict.fromkeys([*views_token_keys(loaded, views), *combo_keys(BEST_COMBO, loaded.token_keys),
+                               *combo_keys(SEGMENTATION_COMBO, loaded.token_keys)]))
+    if tokens.find_table(ds, loaded.path, keys) is not None:
+        return "up to date"
+    folder = paths.results_dir(ds.name, model) / tokens.DATASET_TABLE_DIR
+    tokens.load_or_build(ds, loaded.path, loaded.codecs, keys, folder, progress=progress)
+    return "built"
+
+
 #: Probes `prepare` trains when none exist: only the heads the app reads (the predictions' input
 #: combination's, and the segmentation combination's segmentation head), on fewer objects than `aion-engine evaluate` uses,
 #: so a first `make run` stays within its 15 minutes on 2 cores, and without the dihedral views (which would
@@ -134,6 +165,8 @@ def prepare(
     """Build what the app reads for ``dataset_dir`` under ``model``; idempotent."""
     dataset_dir, model_path = Path(dataset_dir), Path(model)
     report = PrepareReport(str(dataset_dir), str(model))
+    t0 = time.perf_counter()
+    report.record("tokens", ensure_token_table(dataset_dir, model_path, views, progress=progress), t0)
     t0 = time.perf_counter()
     for view, status in ensure_views(dataset_dir, model_path, views, progress=progress).items():
         report.record(f"view:{view}", status, t0)

@@ -26,6 +26,7 @@ def test_prepare_builds_then_is_idempotent(tiny_mock, tiny_mock_model, index_roo
     assert cli.main(argv) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["steps"]["view:image"] == "built"
+    assert first["steps"]["tokens"] == "built"
     assert first["steps"]["predictions"].startswith("ready")
     searcher = Searcher.open(tiny_mock, tiny_mock_model, "image")
     hits = searcher.similar(int(searcher.dataset.ids[0]), k=5)
@@ -41,6 +42,49 @@ def test_prepare_builds_then_is_idempotent(tiny_mock, tiny_mock_model, index_roo
     second = json.loads(capsys.readouterr().out)
     assert second["steps"]["view:image"] == "up to date"
     assert second["steps"]["view:photometry"] == "up to date"
+    assert second["steps"]["tokens"].startswith("not needed")
+
+
+def test_prepare_runs_the_codecs_once(tiny_mock, tiny_mock_model, index_root, tmp_path, capsys, monkeypatch):
+    """With the token table `prepare` writes, the views, the probes and the predictions never run the
+    codecs again, and give what the codecs would have given."""
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    from engine.model.codecs import CodecSet
+    from engine.train.tokens import DATASET_TABLE_DIR
+
+    import engine.prepare
+
+    # probes on a subset, so the predictions encode the other objects themselves
+    monkeypatch.setattr(engine.prepare, "PREPARE_PROBE_OBJECTS", 44)
+    argv = ["prepare", "--dataset", str(tiny_mock), "--model", str(tiny_mock_model), "--views", "image", "joint",
+            "--json", "--quiet"]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    first = next(index_root.rglob(DATASET_TABLE_DIR)).parent
+    # a second results folder that has only the token table: everything else is built from it
+    other = tmp_path / "other"
+    monkeypatch.setattr(engine.paths, "INDEX_ROOT", other)
+    shutil.copytree(first / DATASET_TABLE_DIR, other / first.relative_to(index_root) / DATASET_TABLE_DIR)
+
+    def no_codecs(*args, **kwargs):
+        raise AssertionError("the codecs ran although the token table holds these tokens")
+
+    monkeypatch.setattr(CodecSet, "encode", no_codecs)
+    assert cli.main(argv) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["steps"]["tokens"] == "up to date"
+    assert second["steps"]["view:joint"] == "built" and second["steps"]["predictions"].startswith("ready")
+    again = other / first.relative_to(index_root)
+    for view in ("image", "joint"):
+        np.testing.assert_allclose(np.load(again / view / "embeddings.npy"), np.load(first / view / "embeddings.npy"),
+                                   rtol=1e-5, atol=1e-6)
+    a, b = pd.read_parquet(first / "predictions.parquet"), pd.read_parquet(again / "predictions.parquet")
+    assert a["object_id"].tolist() == b["object_id"].tolist()
+    np.testing.assert_allclose(b["pred_z"].to_numpy(float), a["pred_z"].to_numpy(float), rtol=1e-4, atol=1e-5)
 
 
 def test_prepare_rejects_unknown_view(tiny_mock, tiny_mock_model, index_root, capsys):

@@ -57,12 +57,24 @@ class ModelViewsEncoder:
         self.dims = {v: view_dim(int(self.loaded.dim), v) for v in self.views}
         self.hashes = {v: view_hash(self.loaded.hash, v) for v in self.views}
         self.poolings = {v: pooling_of(v) for v in self.views}
+        self._tables: dict[str, object] = {}
+
+    def _token_table(self, dataset):
+        """``prepare``'s token table of ``dataset`` for these codecs, if there is one (looked up once)."""
+        from engine.model.encode import views_token_keys
+        from engine.train.tokens import find_table
+
+        root = str(dataset.root)
+        if root not in self._tables:
+            self._tables[root] = find_table(dataset, self.loaded.path, views_token_keys(self.loaded, self.views))
+        return self._tables[root]
 
     def __call__(self, dataset, object_ids):
         from engine.model.encode import embed_views
 
         return embed_views(self.loaded, dataset, np.asarray(object_ids, dtype=np.int64), self.views,
-                           batch_size=self.batch_size, device=self.device, progress=False)
+                           batch_size=self.batch_size, device=self.device, progress=False,
+                           token_table=self._token_table(dataset))
 
 
 def open_views_encoder(model: str | os.PathLike, view_dirs: dict[str, Path], *, fit_dataset=None,

@@ -159,6 +159,11 @@ def _view_keys(loaded, view: str) -> tuple[str, ...]:
     return keys
 
 
+def views_token_keys(loaded, views: Sequence[str]) -> tuple[str, ...]:
+    """Every token key the ``views`` read, in first-seen order (what one pass over them tokenizes)."""
+    return tuple(dict.fromkeys(k for view in views for k in _view_keys(loaded, view)))
+
+
 class TokenSource:
     """Precomputed token ids for a dataset (e.g. the pretraining token cache), looked up by object id.
 
@@ -276,7 +281,7 @@ def embed_views(
         raise ModelError("no views given; accepted: image, spectrum, photometry, joint")
     ids = np.atleast_1d(np.asarray(object_ids, dtype=np.int64))
     view_keys = {view: _view_keys(loaded, view) for view in views}
-    keys = tuple(dict.fromkeys(k for ks in view_keys.values() for k in ks))
+    keys = views_token_keys(loaded, views)
     device = _prepare(loaded, device)
     source = TokenSource(token_table) if token_table is not None else None
     out = {

@@ -108,12 +108,21 @@ def combo_keys(combo: str, model_keys) -> tuple[str, ...]:
     return keys
 
 
-def tokenize(loaded, dataset, object_ids: np.ndarray, keys, view: int = 0
+def tokenize(loaded, dataset, object_ids: np.ndarray, keys, view: int = 0, table=None
              ) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
     """Codec token ids and presence flags for ``object_ids`` (in order), one entry per key.
 
     ``view`` (:data:`engine.tasks.augment.VIEWS`) turns the image cutouts before the codec sees them.
+    ``table``: a token table of this dataset made by these codecs (``engine.train.tokens.find_table``)
+    to look the untouched view's ids up in instead of running the codecs.
     """
+    if table is not None and not view:
+        pos = pd.Index(table.object_ids).get_indexer(np.asarray(object_ids, dtype=np.int64))
+        if (pos < 0).any():
+            raise ModelError(f"token table lacks object_id {np.asarray(object_ids)[pos < 0][:5].tolist()} (stale table?)")
+        device = loaded.codecs.device
+        return ({k: torch.from_numpy(table.tokens[k][pos].astype(np.int64)).to(device) for k in keys},
+                {k: np.asarray(table.present[k][pos], dtype=bool) for k in keys})
     mods = load_modalities(dataset, object_ids, keys)
     if view:
         for key in keys:
@@ -152,10 +161,10 @@ def encode_canonical(
     return canonical, mask_all
 
 
-def embed_objects_canonical(loaded, dataset, object_ids: np.ndarray, layout: Layout, view: int = 0
+def embed_objects_canonical(loaded, dataset, object_ids: np.ndarray, layout: Layout, view: int = 0, table=None
                             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokenize + encode a small batch (the live path of the Predictor)."""
-    tokens, present = tokenize(loaded, dataset, object_ids, layout.keys, view)
+    """Tokenize (or look up in ``table``, see :func:`tokenize`) + encode a batch (the live path of the Predictor)."""
+    tokens, present = tokenize(loaded, dataset, object_ids, layout.keys, view, table)
     return encode_canonical(loaded.model, tokens, present, layout)
 
 
@@ -225,28 +234,19 @@ def tokenize_many(loaded, dataset, object_ids: np.ndarray, keys, *, batch_size: 
 
 
 def _from_training_table(loaded, dataset, ids: np.ndarray, keys) -> tuple[dict, dict] | None:
-    """Token ids from the pretraining run's token table (``runs/*/cache/tokens-<fingerprint>``), if one
-    was made with these very codecs on this dataset: saves running the codecs again."""
+    """Token ids from a token table made with these very codecs on this dataset (``prepare``'s, or a
+    pretraining run's under ``RUNS_ROOT``): saves running the codecs again."""
+    from engine.train import tokens as train_tokens
+
     if loaded.path is None:
         return None
-    try:
-        from engine.train import tokens as train_tokens
-
-        for meta_path in sorted(Path(RUNS_ROOT).glob("*/cache/tokens-*/meta.json")):
-            table_keys = json.loads(meta_path.read_text()).get("keys", [])
-            if not set(keys) <= set(table_keys):
-                continue
-            folder = meta_path.parent
-            if folder.name != f"tokens-{train_tokens.cache_fingerprint(dataset, loaded.path, table_keys)}":
-                continue
-            table = train_tokens.load_table(folder)
-            pos = pd.Index(table.object_ids).get_indexer(ids)
-            if (pos < 0).any():
-                continue
-            return ({k: table.tokens[k][pos].astype(np.int32) for k in keys}, {k: table.present[k][pos] for k in keys})
-    except (OSError, ValueError, KeyError, ModelError):
+    table = train_tokens.find_table(dataset, loaded.path, keys, train_tokens.table_roots(dataset, loaded.path, RUNS_ROOT))
+    if table is None:
         return None
-    return None
+    pos = pd.Index(table.object_ids).get_indexer(ids)
+    if (pos < 0).any():
+        return None
+    return ({k: table.tokens[k][pos].astype(np.int32) for k in keys}, {k: table.present[k][pos] for k in keys})
 
 
 def cache_is_current(loaded, dataset, object_ids: np.ndarray, keys, folder: Path, view: int = 0) -> bool:

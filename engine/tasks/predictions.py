@@ -34,6 +34,7 @@ from engine.tasks.probes import (
     probes_dir,
     train_probes,
 )
+from engine.train.tokens import find_table
 
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "pred_z", "pred_log_mstar", "pred_ssfr", "pred_teff", "pred_logg", "pred_feh", "pred_morphology", "pred_morphology_prob",
@@ -111,6 +112,7 @@ def cache_predictions(
         if c.meta.get("model_hash") == loaded.hash and tuple(c.layout.keys) == layout.keys:
             cache = c
     cached_rows = {int(i): r for r, i in enumerate(cache.object_ids)} if cache is not None else {}
+    table = find_table(dataset, loaded.path, layout.keys)  # prepare's token table: no codecs run again
     bar = tqdm(total=len(ids), desc="predictions", disable=not progress, unit="obj")
     for n_chunk, start in enumerate(range(0, len(ids), batch_size)):
         chunk_path = parts / f"chunk-{n_chunk:06d}.parquet"
@@ -129,7 +131,7 @@ def cache_predictions(
                     tok[torch.from_numpy(hit)] = torch.from_numpy(np.asarray(cache.embeddings[rows], dtype=np.float32))
                     msk[torch.from_numpy(hit)] = torch.from_numpy(np.asarray(cache.mask[rows]))
                 if (~hit).any():
-                    t, m = embed_objects_canonical(loaded, dataset, sub[~hit], layout)
+                    t, m = embed_objects_canonical(loaded, dataset, sub[~hit], layout, table=table)
                     tok[torch.from_numpy(~hit)] = t.float().cpu()
                     msk[torch.from_numpy(~hit)] = m.cpu()
                 sub_pred = apply_heads(heads, tok, msk, ck[use])

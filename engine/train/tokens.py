@@ -60,18 +60,21 @@ def codecs_fingerprint(model_dir: Path) -> str:
     return h.hexdigest()
 
 
-def cache_fingerprint(dataset, model_dir: Path, token_keys: list[str]) -> str:
+def cache_fingerprint(dataset, model_dir: Path, token_keys: list[str], codecs_id: str | None = None) -> str:
+    """Name of the token table of (dataset, codecs, keys); ``codecs_id``: :func:`codecs_fingerprint`, if known."""
     data_id = dataset.info.get("hash") or str(dataset.root.resolve())
-    payload = json.dumps([data_id, codecs_fingerprint(model_dir), list(token_keys)])
+    payload = json.dumps([data_id, codecs_id or codecs_fingerprint(model_dir), list(token_keys)])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def tokenize_dataset(dataset, codecs: CodecSet, token_keys: list[str], batch_size: int = 64) -> TokenTable:
+def tokenize_dataset(dataset, codecs: CodecSet, token_keys: list[str], batch_size: int = 64,
+                     progress: bool = True) -> TokenTable:
     """Run every codec over the whole dataset (absent modalities get id 0 and present=False)."""
     ids = dataset.ids
     tokens = {k: np.zeros((len(ids), spec(k).num_tokens), dtype=np.int16) for k in token_keys}
     present = {k: np.zeros(len(ids), dtype=bool) for k in token_keys}
-    for start in tqdm(range(0, len(ids), batch_size), desc="tokenize", unit="batch", dynamic_ncols=True):
+    for start in tqdm(range(0, len(ids), batch_size), desc="tokenize", unit="batch", dynamic_ncols=True,
+                      disable=not progress):
         chunk = ids[start : start + batch_size]
         mods = load_modalities(dataset, chunk, token_keys)
         for key, (modality, mask) in mods.items():
@@ -115,7 +118,8 @@ def load_table(folder: Path) -> TokenTable:
 
 
 def load_or_build(
-    dataset, model_dir: Path, codecs: CodecSet, token_keys: list[str], cache_root: Path, *, build: bool = True
+    dataset, model_dir: Path, codecs: CodecSet, token_keys: list[str], cache_root: Path, *, build: bool = True,
+    progress: bool = True,
 ) -> TokenTable:
     """The cached token table for (dataset, codecs, keys); built and saved when missing and ``build``."""
     folder = Path(cache_root) / f"tokens-{cache_fingerprint(dataset, model_dir, token_keys)}"
@@ -123,6 +127,44 @@ def load_or_build(
         return load_table(folder)
     if not build:
         raise ModelError(f"{folder}: token cache missing")
-    table = tokenize_dataset(dataset, codecs, token_keys)
+    table = tokenize_dataset(dataset, codecs, token_keys, progress=progress)
     save_table(table, folder, {"dataset": str(dataset.root), "dataset_hash": dataset.info.get("hash")})
     return table
+
+
+#: the folder under a dataset's results (``indexes/<dataset>/<model>/``) where ``prepare`` keeps its token table
+DATASET_TABLE_DIR = "token_ids"
+
+
+def table_roots(dataset, model_dir: Path, runs_root: Path | None = None) -> list[Path]:
+    """Folders that may hold token tables of ``dataset`` under ``model_dir``'s codecs: the one
+    ``prepare`` writes (:data:`DATASET_TABLE_DIR`), then the caches of the pretraining runs under
+    ``runs_root`` (default ``<project>/runs``)."""
+    from engine.paths import PROJECT_ROOT, results_dir
+
+    runs_root = PROJECT_ROOT / "runs" if runs_root is None else Path(runs_root)
+    return [results_dir(dataset.name, model_dir) / DATASET_TABLE_DIR, *sorted(runs_root.glob("*/cache"))]
+
+
+def find_table(dataset, model_dir: Path | None, keys, roots: list[Path] | None = None) -> TokenTable | None:
+    """A finished token table with every one of ``keys`` for all of ``dataset``'s objects, made by
+    ``model_dir``'s very codecs (its folder name is the fingerprint of dataset, codecs and keys); None
+    if there is none. Lets views, probes and predictions skip the codecs, the slow half of encoding."""
+    if model_dir is None:
+        return None
+    codecs_id = None
+    for root in table_roots(dataset, model_dir) if roots is None else roots:
+        for meta_path in sorted(Path(root).glob("tokens-*/meta.json")):
+            try:
+                table_keys = json.loads(meta_path.read_text()).get("keys", [])
+                if not set(keys) <= set(table_keys):
+                    continue
+                codecs_id = codecs_id or codecs_fingerprint(model_dir)
+                if meta_path.parent.name != f"tokens-{cache_fingerprint(dataset, model_dir, table_keys, codecs_id)}":
+                    continue
+                table = load_table(meta_path.parent)
+            except (OSError, ValueError, ModelError):
+                continue
+            if len(table) == len(dataset):
+                return table
+    return None
