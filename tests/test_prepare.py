@@ -53,10 +53,9 @@ def test_prepare_runs_the_codecs_once(tiny_mock, tiny_mock_model, index_root, tm
     import numpy as np
     import pandas as pd
 
+    import engine.prepare
     from engine.model.codecs import CodecSet
     from engine.train.tokens import DATASET_TABLE_DIR
-
-    import engine.prepare
 
     # probes on a subset, so the predictions encode the other objects themselves
     monkeypatch.setattr(engine.prepare, "PREPARE_PROBE_OBJECTS", 44)
