@@ -34,7 +34,7 @@ from einops import repeat
 from tqdm.auto import tqdm
 
 from engine.errors import ModelError
-from engine.model.encode import two_layer_tokens
+from engine.model.encode import TokenSource, two_layer_tokens
 from engine.model.modalities import MODALITIES, VIEWS, load_modalities
 from engine.paths import PROJECT_ROOT
 from engine.tasks.augment import dihedral
@@ -108,19 +108,17 @@ def combo_keys(combo: str, model_keys) -> tuple[str, ...]:
     return keys
 
 
-def tokenize(loaded, dataset, object_ids: np.ndarray, keys, view: int = 0, table=None
+def tokenize(loaded, dataset, object_ids: np.ndarray, keys, view: int = 0, source: TokenSource | None = None
              ) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
     """Codec token ids and presence flags for ``object_ids`` (in order), one entry per key.
 
     ``view`` (:data:`engine.tasks.augment.VIEWS`) turns the image cutouts before the codec sees them.
-    ``table``: a token table of this dataset made by these codecs (``engine.train.tokens.find_table``)
+    ``source``: a token table of this dataset made by these codecs (``engine.train.tokens.find_table``)
     to look the untouched view's ids up in instead of running the codecs.
     """
-    if table is not None and not view:
-        pos = pd.Index(table.object_ids).get_indexer(np.asarray(object_ids, dtype=np.int64))
-        if (pos < 0).any():
-            raise ModelError(f"token table lacks object_id {np.asarray(object_ids)[pos < 0][:5].tolist()} (stale table?)")
-        device = loaded.codecs.device
+    if source is not None and not view:
+        pos = source.rows(np.asarray(object_ids, dtype=np.int64))
+        table, device = source.table, loaded.codecs.device
         return ({k: torch.from_numpy(table.tokens[k][pos].astype(np.int64)).to(device) for k in keys},
                 {k: np.asarray(table.present[k][pos], dtype=bool) for k in keys})
     mods = load_modalities(dataset, object_ids, keys)
@@ -161,10 +159,10 @@ def encode_canonical(
     return canonical, mask_all
 
 
-def embed_objects_canonical(loaded, dataset, object_ids: np.ndarray, layout: Layout, view: int = 0, table=None
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokenize (or look up in ``table``, see :func:`tokenize`) + encode a batch (the live path of the Predictor)."""
-    tokens, present = tokenize(loaded, dataset, object_ids, layout.keys, view, table)
+def embed_objects_canonical(loaded, dataset, object_ids: np.ndarray, layout: Layout, view: int = 0,
+                            source: TokenSource | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenize (or look up in ``source``, see :func:`tokenize`) + encode a batch (the live path of the Predictor)."""
+    tokens, present = tokenize(loaded, dataset, object_ids, layout.keys, view, source)
     return encode_canonical(loaded.model, tokens, present, layout)
 
 

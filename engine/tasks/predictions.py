@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from engine.data.store import open_dataset
+from engine.model.encode import TokenSource
 from engine.paths import results_dir
 from engine.tasks.features import Layout, combo_keys, embed_objects_canonical, feature_dim, open_token_cache
 from engine.tasks.heldout import heads_digest
@@ -113,6 +114,7 @@ def cache_predictions(
             cache = c
     cached_rows = {int(i): r for r, i in enumerate(cache.object_ids)} if cache is not None else {}
     table = find_table(dataset, loaded.path, layout.keys)  # prepare's token table: no codecs run again
+    source = TokenSource(table) if table is not None else None
     bar = tqdm(total=len(ids), desc="predictions", disable=not progress, unit="obj")
     for n_chunk, start in enumerate(range(0, len(ids), batch_size)):
         chunk_path = parts / f"chunk-{n_chunk:06d}.parquet"
@@ -131,7 +133,7 @@ def cache_predictions(
                     tok[torch.from_numpy(hit)] = torch.from_numpy(np.asarray(cache.embeddings[rows], dtype=np.float32))
                     msk[torch.from_numpy(hit)] = torch.from_numpy(np.asarray(cache.mask[rows]))
                 if (~hit).any():
-                    t, m = embed_objects_canonical(loaded, dataset, sub[~hit], layout, table=table)
+                    t, m = embed_objects_canonical(loaded, dataset, sub[~hit], layout, source=source)
                     tok[torch.from_numpy(~hit)] = t.float().cpu()
                     msk[torch.from_numpy(~hit)] = m.cpu()
                 sub_pred = apply_heads(heads, tok, msk, ck[use])
