@@ -8,14 +8,17 @@
 * Redshift: held-out galaxies, encoder fed the Legacy Survey image + LS photometry tokens,
   decoder asked for ``tok_z``; the prediction is the mean of the predicted distribution over
   the z codec's bins. R² against the catalogue truth (``truth_z`` where the mock has it).
+  The decoder runs on the training target budget of slots (``tok_z`` + empty padding, as in
+  training; :mod:`engine.model.decode` says why); ``one_slot_r2`` is the same read-out through
+  ``AION.forward``'s single slot, kept beside it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from aion import modalities as am
 
+from engine.model.decode import decoder_logits
 from engine.model.modalities import LS_FLUX_KEYS, spec
 from engine.train.masking import MaskingConfig
 
@@ -85,8 +88,10 @@ def masked_token_accuracy(model, table, val_rows, train_rows, masking: MaskingCo
 
 
 @torch.no_grad()
-def redshift_r2(model, codecs, table, dataset, val_rows, *, input_keys: list[str], batch_size: int, device) -> dict:
-    """R² of z read from the decoder's ``tok_z`` distribution, on held-out galaxies with the inputs present."""
+def redshift_r2(model, codecs, table, dataset, val_rows, *, input_keys: list[str], batch_size: int, device,
+                decoder_slots: int | None = None) -> dict:
+    """R² of z read from the decoder's ``tok_z`` distribution, on held-out galaxies with the inputs present,
+    with the decoder on ``decoder_slots`` slots (the training target budget; None = one slot)."""
     keys = [k for k in input_keys if k in table.tokens and k in model.encoder_embeddings]
     if "tok_z" not in model.decoder_embeddings or not keys:
         return {"skipped": "model lacks tok_z output or the input modalities"}
@@ -103,19 +108,22 @@ def redshift_r2(model, codecs, table, dataset, val_rows, *, input_keys: list[str
     z_codec = codecs["tok_z"]
     n_bins = z_codec.quantizer.codebook_size
     centers = z_codec.quantizer.decode(torch.arange(n_bins)).double().to(device)
-    preds = []
+    preds = {"slots": [], "one": []}
     for start in range(0, len(rows), batch_size):
         r = rows[start : start + batch_size]
         inputs = {k: torch.from_numpy(table.tokens[k][r].astype(np.int64)).to(device) for k in keys}
         masks = {k: torch.from_numpy(~table.present[k][r][:, None].repeat(table.tokens[k].shape[1], 1)).to(device)
                  for k in keys}
-        logits = model(inputs, target_modality=[am.Z], input_mask=masks)["tok_z"].reshape(len(r), -1).double()
-        probs = torch.softmax(logits[:, :n_bins], dim=-1)
-        preds.append((probs * centers).sum(-1).cpu().numpy())
-    pred = np.concatenate(preds)
-    ss_res = float(((truth - pred) ** 2).sum())
-    ss_tot = float(((truth - truth.mean()) ** 2).sum())
-    return {"r2": 1.0 - ss_res / max(ss_tot, 1e-12), "n": int(len(rows)), "inputs": keys, "truth_column": truth_col,
+        target = {"tok_z": torch.zeros(len(r), 1, dtype=torch.bool, device=device)}
+        for name, slots in (("slots", decoder_slots), ("one", None)):
+            logits = decoder_logits(model, inputs, masks, target, slots)["tok_z"].reshape(len(r), -1).double()
+            probs = torch.softmax(logits[:, :n_bins], dim=-1)
+            preds[name].append((probs * centers).sum(-1).cpu().numpy())
+    pred, one = np.concatenate(preds["slots"]), np.concatenate(preds["one"])
+    ss_tot = max(float(((truth - truth.mean()) ** 2).sum()), 1e-12)
+    return {"r2": 1.0 - float(((truth - pred) ** 2).sum()) / ss_tot, "n": int(len(rows)), "inputs": keys,
+            "decoder_slots": int(decoder_slots or 1), "one_slot_r2": 1.0 - float(((truth - one) ** 2).sum()) / ss_tot,
+            "truth_column": truth_col, "mean_prediction": float(pred.mean()), "mean_truth": float(truth.mean()),
             "median_abs_dz_over_1pz": float(np.median(np.abs(pred - truth) / (1 + truth))),
             "truth_within_codec_range": float(np.mean((truth >= float(centers[0])) & (truth <= float(centers[-1]))))}
 
@@ -125,7 +133,7 @@ def evaluate(model, codecs, table, dataset, val_rows, train_rows, masking, *, ba
     acc = masked_token_accuracy(model, table, val_rows, train_rows, masking, batch_size=batch_size,
                                 n_batches=n_batches, seed=seed, device=device)
     z = redshift_r2(model, codecs, table, dataset, val_rows, input_keys=["tok_image", *LS_FLUX_KEYS],
-                    batch_size=batch_size, device=device)
+                    batch_size=batch_size, device=device, decoder_slots=masking.target_budget)
     z_phot = redshift_r2(model, codecs, table, dataset, val_rows, input_keys=list(LS_FLUX_KEYS),
-                         batch_size=batch_size, device=device)
+                         batch_size=batch_size, device=device, decoder_slots=masking.target_budget)
     return {"masked_token_accuracy": acc, "redshift_image_photometry": z, "redshift_photometry_only": z_phot}

@@ -43,6 +43,7 @@ from engine.train.masking import MaskingConfig, build_mod_dict, sample_masks
 from engine.train.ordinal_init import INIT_CHOICES, init_scalar_embeddings
 from engine.train.ordinal_loss import masked_modeling_loss
 from engine.train.schedule import lr_at
+from engine.train.smooth_rows import ROW_CHOICES, materialize, smooth_scalar_rows
 from engine.train.split import heldout_mask
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": t
 
 #: Config keys that must match for a resume to be exact.
 _RESUME_KEYS = ("batch_size", "seed", "max_steps", "lr", "warmup", "weight_decay", "input_tokens",
-                "target_tokens", "grad_clip", "scalar_init", "scalar_inputs_only", "scalar_sigma",
+                "target_tokens", "grad_clip", "scalar_init", "scalar_rows", "scalar_inputs_only", "scalar_sigma",
                 "init_from", "freeze_encoder", "readout_draws", "copy_draws")
 
 
@@ -70,6 +71,7 @@ class PretrainConfig:
     log_every: int = 10
     eval_batches: int = 8  # held-out batches in the final report (x batch_size objects)
     scalar_init: str = "ordinal"  # scalar token rows: smooth over bins, or official random (ordinal_init.py)
+    scalar_rows: str = "free"  # scalar rows trained one by one, or through a smooth basis over bins (smooth_rows.py)
     scalar_inputs_only: float = 0.3  # share of examples whose inputs are one-token modalities only (masking.py)
     scalar_sigma: float = 0.0  # scalar targets smoothed over this many bins (ordinal_loss.py); 0 = official CE
     # decoder refinement (a second stage, docs/training.md): start from a trained model folder's
@@ -82,6 +84,11 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if self.scalar_init not in INIT_CHOICES:
             raise ModelError(f"scalar_init {self.scalar_init!r} not known; accepted: {', '.join(INIT_CHOICES)}")
+        if self.scalar_rows not in ROW_CHOICES:
+            raise ModelError(f"scalar_rows {self.scalar_rows!r} not known; accepted: {', '.join(ROW_CHOICES)}")
+        if self.scalar_rows == "smooth" and self.init_from:
+            raise ModelError("scalar_rows='smooth' would project the trained rows of init_from onto its basis; "
+                             "use it for runs from scratch")
         if not self.scalar_sigma >= 0:
             raise ModelError(f"scalar_sigma must be >= 0 bins (0 = the official loss), got {self.scalar_sigma!r}")
         try:  # the sampler's own check of its probabilities, as a ModelError at configuration time
@@ -268,6 +275,8 @@ def pretrain(
         start_weights(raw, Path(init_from), init_config)
     elif config.scalar_init == "ordinal":
         init_scalar_embeddings(raw, seed=config.seed)
+    if config.scalar_rows == "smooth":
+        smooth_scalar_rows(raw)
     if config.freeze_encoder:
         for name, p in raw.named_parameters():
             if name.startswith(ENCODER_PREFIX):
@@ -362,6 +371,7 @@ def pretrain(
             plots.loss_curve(metrics_path, report_dir / f"{stage}_loss.png")
         except Exception as exc:  # the JSONL is the record; the PNG is a convenience
             log.warning("loss curve plot failed: %s", exc)
+        materialize(raw)  # official plain rows in the saved folder
         _install_model(model_dir, raw.cpu().to(SAVE_DTYPES[save_dtype]), codecs, summary, preset, run_dir,
                        stage)
     distributed.barrier(info)

@@ -39,6 +39,9 @@ def setup_parser(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--log-every", type=int, default=None)
     g.add_argument("--scalar-sigma", type=float, default=None,
                    help="smooth scalar targets over this many quantile bins (Gaussian; default 0 = official CE)")
+    g.add_argument("--scalar-rows", default=None, choices=("free", "smooth"),
+                   help="train scalar token rows one by one (default, official) or through a smooth basis over "
+                        "the bins, saved as plain rows (smooth_rows.py)")
     g.add_argument("--init-from", default=None,
                    help="start from this trained model folder's transformer (a refinement stage) instead of fresh weights")
     g.add_argument("--freeze-encoder", action="store_true",
@@ -116,7 +119,8 @@ def run_cli(args: argparse.Namespace) -> int:
                                                       warmup="warmup", input_tokens="input_tokens",
                                                       target_tokens="target_tokens",
                                                       checkpoint_every="checkpoint_every", log_every="log_every",
-                                                      scalar_sigma="scalar_sigma", init_from="init_from",
+                                                      scalar_sigma="scalar_sigma", scalar_rows="scalar_rows",
+                                                      init_from="init_from",
                                                       readout_draws="readout_draws", copy_draws="copy_draws"),
                            freeze_encoder=args.freeze_encoder)
         summary["model"] = pretrain(args.dataset, args.out, preset, cfg, run_dir=args.run_dir,
