@@ -24,13 +24,6 @@ import torch
 from engine.errors import ModelError
 
 
-def training_decoder_slots(meta: Mapping | None) -> int | None:
-    """The target budget a model folder was pretrained with (``engine.json`` training config), or None."""
-    config = ((meta or {}).get("training") or {}).get("config") or {}
-    value = config.get("target_tokens")
-    return int(value) if value else None
-
-
 def _n_positions(model, key: str) -> int:
     emb = model.decoder_embeddings[key]
     n = getattr(emb, "num_patches", None)

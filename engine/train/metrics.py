@@ -115,11 +115,13 @@ def redshift_r2(model, codecs, table, dataset, val_rows, *, input_keys: list[str
         masks = {k: torch.from_numpy(~table.present[k][r][:, None].repeat(table.tokens[k].shape[1], 1)).to(device)
                  for k in keys}
         target = {"tok_z": torch.zeros(len(r), 1, dtype=torch.bool, device=device)}
-        for name, slots in (("slots", decoder_slots), ("one", None)):
+        passes = {"slots": decoder_slots, "one": None} if (decoder_slots or 1) > 1 else {"slots": None}
+        for name, slots in passes.items():
             logits = decoder_logits(model, inputs, masks, target, slots)["tok_z"].reshape(len(r), -1).double()
             probs = torch.softmax(logits[:, :n_bins], dim=-1)
             preds[name].append((probs * centers).sum(-1).cpu().numpy())
-    pred, one = np.concatenate(preds["slots"]), np.concatenate(preds["one"])
+    pred = np.concatenate(preds["slots"])
+    one = np.concatenate(preds["one"]) if preds["one"] else pred  # one slot asked for: the same pass
     ss_tot = max(float(((truth - truth.mean()) ** 2).sum()), 1e-12)
     return {"r2": 1.0 - float(((truth - pred) ** 2).sum()) / ss_tot, "n": int(len(rows)), "inputs": keys,
             "decoder_slots": int(decoder_slots or 1), "one_slot_r2": 1.0 - float(((truth - one) ** 2).sum()) / ss_tot,

@@ -24,11 +24,16 @@ from engine.model.modalities import ALL_MODALITIES
 INIT_CHOICES = ("ordinal", "random")
 
 
-def fourier_rows(n_rows: int, dim: int, n_freq: int = 16, seed: int = 0) -> torch.Tensor:
-    """(n_rows, dim) unit-RMS rows, smooth in the row index; row i ~ features of i / (n_rows - 1)."""
+def fourier_features(n_rows: int, n_freq: int) -> torch.Tensor:
+    """(n_rows, 2 n_freq + 1) float64: i / (n_rows - 1) - 0.5, then cos and sin of k pi i / (n_rows - 1)."""
     pos = torch.linspace(0.0, 1.0, n_rows, dtype=torch.float64)[:, None]
     freqs = torch.arange(1, n_freq + 1, dtype=torch.float64)[None, :] * math.pi
-    feats = torch.cat([pos - 0.5, torch.cos(freqs * pos), torch.sin(freqs * pos)], dim=1)  # (n, 2F+1)
+    return torch.cat([pos - 0.5, torch.cos(freqs * pos), torch.sin(freqs * pos)], dim=1)
+
+
+def fourier_rows(n_rows: int, dim: int, n_freq: int = 16, seed: int = 0) -> torch.Tensor:
+    """(n_rows, dim) unit-RMS rows, smooth in the row index; row i ~ features of i / (n_rows - 1)."""
+    feats = fourier_features(n_rows, n_freq)  # (n, 2F+1)
     feats = feats - feats.mean(0, keepdim=True)
     feats = feats / feats.std(0, keepdim=True).clamp(min=1e-12)
     gen = torch.Generator().manual_seed(seed)
@@ -44,6 +49,26 @@ def scalar_keys(model) -> list[str]:
     return sorted(k for k in keys if k in ALL_MODALITIES and ALL_MODALITIES[k].kind == "scalar")
 
 
+def scalar_row_modules(model) -> list[tuple[int, str, str, str, torch.nn.Module]]:
+    """(index in :func:`scalar_keys`, key, "encoder"|"decoder", "token_emb"|"to_logits", module owning the
+    ``weight``) for every scalar modality's token and logit rows; a logit layer tied to its token rows
+    is listed once."""
+    out = []
+    for i, key in enumerate(scalar_keys(model)):
+        for side, emb in (("encoder", model.encoder_embeddings), ("decoder", model.decoder_embeddings)):
+            if key not in emb:
+                continue
+            module = emb[key]
+            out.append((i, key, side, "token_emb", module.token_emb))
+            to_logits = getattr(module, "to_logits", None)
+            # compare the stored parameters: reading ``.weight`` of a parametrised module would compute it
+            tied = to_logits is not None and to_logits._parameters.get("weight") is not None and (
+                to_logits._parameters.get("weight") is module.token_emb._parameters.get("weight"))
+            if to_logits is not None and not tied:
+                out.append((i, key, side, "to_logits", to_logits))
+    return out
+
+
 @torch.no_grad()
 def init_scalar_embeddings(model, std: float = 1.0, seed: int = 0, logits_std: float = 0.02) -> list[str]:
     """Give every scalar modality's token and logit rows ordinal structure (see module docstring).
@@ -56,19 +81,9 @@ def init_scalar_embeddings(model, std: float = 1.0, seed: int = 0, logits_std: f
     Each modality gets its own mixing so different scalars do not start identical. Returns the
     keys changed.
     """
-    changed = []
-    for i, key in enumerate(scalar_keys(model)):
-        for side, emb in (("enc", model.encoder_embeddings), ("dec", model.decoder_embeddings)):
-            if key not in emb:
-                continue
-            module = emb[key]
-            weights = [module.token_emb.weight]
-            to_logits = getattr(module, "to_logits", None)
-            if to_logits is not None and to_logits.weight is not module.token_emb.weight:
-                weights.append(to_logits.weight)
-            for j, w in enumerate(weights):
-                rows = fourier_rows(w.shape[0], w.shape[1], seed=seed * 1000 + i * 10 + (side == "dec") * 2 + j)
-                scale = logits_std if j == 1 else std
-                w.copy_(rows.to(w.dtype) * scale)
-        changed.append(key)
-    return changed
+    for i, _, side, role, module in scalar_row_modules(model):
+        w = module.weight
+        j = role == "to_logits"
+        rows = fourier_rows(w.shape[0], w.shape[1], seed=seed * 1000 + i * 10 + (side == "decoder") * 2 + j)
+        w.copy_(rows.to(w.dtype) * (logits_std if j else std))
+    return scalar_keys(model)

@@ -18,14 +18,12 @@ official layout and loads with ``aion.AION.from_pretrained`` like any other.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from engine.errors import ModelError
-from engine.train.ordinal_init import scalar_keys
+from engine.train.ordinal_init import fourier_features, scalar_row_modules
 
 ROW_CHOICES = ("free", "smooth")
 DEFAULT_FREQUENCIES = 48
@@ -35,9 +33,8 @@ def fourier_basis(n_rows: int, n_freq: int) -> torch.Tensor:
     """(n_rows, 2 n_freq + 2) orthonormal columns: constant, linear, cos/sin of k pi i / (n_rows - 1)."""
     if n_rows < 2 or n_freq < 1:
         raise ModelError(f"a smooth basis needs >= 2 rows and >= 1 frequency, got {n_rows} rows, {n_freq}")
-    pos = torch.linspace(0.0, 1.0, n_rows, dtype=torch.float64)[:, None]
-    freqs = torch.arange(1, n_freq + 1, dtype=torch.float64)[None, :] * math.pi
-    feats = torch.cat([torch.ones_like(pos), pos - 0.5, torch.cos(freqs * pos), torch.sin(freqs * pos)], dim=1)
+    pos_and_waves = fourier_features(n_rows, n_freq)
+    feats = torch.cat([torch.ones(n_rows, 1, dtype=torch.float64), pos_and_waves], dim=1)
     q, _ = torch.linalg.qr(feats)
     return q.float()
 
@@ -59,17 +56,7 @@ class SmoothRows(nn.Module):
 
 def _row_weights(model) -> list[tuple[str, nn.Module]]:
     """(name, module owning ``weight``) for every scalar modality's token and logit rows."""
-    out = []
-    for key in scalar_keys(model):
-        for side, emb in (("encoder", model.encoder_embeddings), ("decoder", model.decoder_embeddings)):
-            if key not in emb:
-                continue
-            module = emb[key]
-            out.append((f"{side}.{key}.token_emb", module.token_emb))
-            to_logits = getattr(module, "to_logits", None)
-            if to_logits is not None and to_logits.weight is not module.token_emb.weight:
-                out.append((f"{side}.{key}.to_logits", to_logits))
-    return out
+    return [(f"{side}.{key}.{role}", module) for _, key, side, role, module in scalar_row_modules(model)]
 
 
 def smooth_scalar_rows(model, n_freq: int = DEFAULT_FREQUENCIES) -> list[str]:

@@ -8,7 +8,7 @@ import torch
 from aion import modalities as am
 
 from engine.errors import ModelError
-from engine.model.decode import decoder_logits, training_decoder_slots
+from engine.model.decode import decoder_logits
 from engine.model.loading import build_model
 from engine.train.masking import build_mod_dict
 from engine.train.metrics import decoder_outputs
@@ -62,7 +62,7 @@ def test_padded_slots_are_the_training_forward(model_and_batch):
     assert float((padded - one).abs().max()) > 1e-3
 
 
-def test_bad_targets_and_the_budget_from_meta(model_and_batch):
+def test_bad_targets_are_refused(model_and_batch):
     model, tokens, hidden = model_and_batch
     inputs = {k: tokens[k] for k in hidden}
     ragged = torch.ones(3, 576, dtype=torch.bool)
@@ -72,5 +72,3 @@ def test_bad_targets_and_the_budget_from_meta(model_and_batch):
         decoder_logits(model, inputs, hidden, {"tok_image": ragged}, 64)
     with pytest.raises(ModelError, match="at least one target"):
         decoder_logits(model, inputs, hidden, {}, 64)
-    assert training_decoder_slots({"training": {"config": {"target_tokens": 64}}}) == 64
-    assert training_decoder_slots({}) is None
