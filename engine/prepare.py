@@ -57,8 +57,8 @@ def ensure_model(model_dir: Path) -> str:
         return "up to date"
     raise ModelError(
         f"{model_dir}: model folder missing (config.json / model.safetensors). It ships with the repository; "
-        f"to retrain it (about 45 min on 2 cores) run: aion-engine train all --dataset "
-        f"{paths.default_dataset_dir()} --preset nano --out {model_dir}"
+        f"to retrain it (about 45 min on 2 cores) run `aion-engine train codecs` and `aion-engine train model` "
+        f"on {paths.default_dataset_dir()} with the flags in docs/training.md, 'Reproduce the default model'"
     )
 
 

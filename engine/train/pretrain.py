@@ -348,6 +348,7 @@ def pretrain(
     bar.close()
 
     # --- results ------------------------------------------------------------------------------------
+    materialize(raw)  # official plain rows (a no-op for free rows), so the digests describe the saved weights
     digests = distributed.all_gather_objects(info, params_digest(raw))
     summary = {"steps": config.max_steps, "resumed_from": start, "world_size": info.world_size,
                "rank_param_digests": digests, "config": run_config, "token_keys": keys,
@@ -371,7 +372,6 @@ def pretrain(
             plots.loss_curve(metrics_path, report_dir / f"{stage}_loss.png")
         except Exception as exc:  # the JSONL is the record; the PNG is a convenience
             log.warning("loss curve plot failed: %s", exc)
-        materialize(raw)  # official plain rows in the saved folder
         _install_model(model_dir, raw.cpu().to(SAVE_DTYPES[save_dtype]), codecs, summary, preset, run_dir,
                        stage)
     distributed.barrier(info)

@@ -41,8 +41,10 @@ class Crash(RuntimeError):
     pass
 
 
-def test_kill_and_resume_gives_identical_weights(train_data, tiny_preset, codec_dir, tmp_path):
-    cfg = PretrainConfig(max_steps=8, batch_size=4, warmup=2, checkpoint_every=3, log_every=2, seed=7)
+@pytest.mark.parametrize("rows", ["free", "smooth"])
+def test_kill_and_resume_gives_identical_weights(train_data, tiny_preset, codec_dir, tmp_path, rows):
+    cfg = PretrainConfig(max_steps=8, batch_size=4, warmup=2, checkpoint_every=3, log_every=2, seed=7,
+                         scalar_rows=rows)
     a = _copy_model(codec_dir, tmp_path / "a")
     straight = pretrain(train_data, a, tiny_preset, cfg, run_dir=tmp_path / "run-a", evaluate=False)
 

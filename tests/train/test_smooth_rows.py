@@ -11,7 +11,7 @@ from engine.errors import ModelError
 from engine.model.loading import build_model, load_model
 from engine.train.codec_training import CodecTrainConfig, train_codecs
 from engine.train.ordinal_init import init_scalar_embeddings
-from engine.train.pretrain import PretrainConfig, pretrain
+from engine.train.pretrain import PretrainConfig, params_digest, pretrain
 from engine.train.smooth_rows import fourier_basis, materialize, smooth_scalar_rows
 
 SCALAR_ROWS = "decoder_embeddings.tok_flux_g.to_logits.weight"
@@ -61,8 +61,10 @@ def test_smooth_training_saves_plain_rows_in_the_basis(train_data, tiny_preset, 
         out = shutil.copytree(codecs, tmp_path / mode)
         cfg = PretrainConfig(max_steps=12, batch_size=8, warmup=2, lr=3e-3, log_every=4, checkpoint_every=1000,
                              scalar_rows=mode)
-        pretrain(train_data, out, tiny_preset, cfg, run_dir=tmp_path / f"run-{mode}", evaluate=False)
-        rows[mode] = load_model(out).model.state_dict()[SCALAR_ROWS]  # strict load: official keys only
+        summary = pretrain(train_data, out, tiny_preset, cfg, run_dir=tmp_path / f"run-{mode}", evaluate=False)
+        loaded = load_model(out).model  # strict load: official keys only
+        rows[mode] = loaded.state_dict()[SCALAR_ROWS]
+        assert summary["rank_param_digests"] == [params_digest(loaded)]  # the digest is of the saved weights
     # both start from the same ordinal rows (in the basis); only the free rows leave it when trained
     assert _off_basis(rows["smooth"]) < 1e-4
     assert _off_basis(rows["free"]) > 100 * max(_off_basis(rows["smooth"]), 1e-6)
