@@ -19,6 +19,8 @@ from engine.data import schema
 COLOURS = {"disk": (31, 119, 180), "bulge": (255, 127, 14), "bar": (214, 39, 40), "arms": (44, 160, 44),
            "knots": (148, 103, 189), "neighbour": (140, 86, 75)}
 _CACHE_LOCK = threading.Lock()
+#: the dihedral views of a cutout (``engine.tasks.augment.N_VIEWS``; not imported here, it pulls in torch)
+N_VIEWS = 8
 
 
 def mask_rgba(masks: dict[str, np.ndarray], classes: list[str], outline: bool) -> np.ndarray:
@@ -36,15 +38,17 @@ def mask_rgba(masks: dict[str, np.ndarray], classes: list[str], outline: bool) -
     return out
 
 
-def predicted_masks(store, object_id: int) -> dict[str, np.ndarray]:
-    """The model's masks for an object, computed once per server per object."""
+def predicted_masks(store, object_id: int, views: int = 1) -> dict[str, np.ndarray]:
+    """The model's masks for an object (averaged over ``views`` turned cutouts), computed once per server
+    per object and number of views."""
     cache = store.__dict__.setdefault("_segmentation_cache", {})
+    key = (object_id, views)
     with _CACHE_LOCK:
-        if object_id in cache:
-            return cache[object_id]
-    masks = engine_links.call(engine_links.predictor(store, "segmentation").segmentation, object_id)
+        if key in cache:
+            return cache[key]
+    masks = engine_links.call(engine_links.predictor(store, "segmentation").segmentation, object_id, views=views)
     with _CACHE_LOCK:
-        cache[object_id] = masks
+        cache[key] = masks
     return masks
 
 
@@ -53,6 +57,9 @@ class SegmentationView(View):
     opacity = param.Magnitude(default=0.55)
     classes = param.ListSelector(default=list(schema.SEGMENTATION_CLASSES), objects=list(schema.SEGMENTATION_CLASSES))
     outline = param.Boolean(default=False, doc="Draw class boundaries instead of filled masks.")
+    average_views = param.Boolean(default=False, label="Average the 8 turned cutouts", doc=(
+        "Predict on the cutout in all eight rotations/reflections and average the maps: finer arms and bars, "
+        "for eight encodings instead of one."))
 
     def _panel(self, masks: dict | None, title: str, cube, source):
         n = cube.shape[-1]
@@ -64,7 +71,7 @@ class SegmentationView(View):
                       bounds=(0, 0, n, n)).opts(alpha=1.0 if self.outline else self.opacity)
         return (base * over).opts(**opts)
 
-    @param.depends("state.object_id", "opacity", "classes", "outline")
+    @param.depends("state.object_id", "opacity", "classes", "outline", "average_views")
     @guarded
     def panels(self):
         if (msg := nothing_selected(self.state)) is not None:
@@ -75,7 +82,9 @@ class SegmentationView(View):
             raise AppMessage(f"Object {oid} has no image, so there is nothing to segment.", "info")
         source, cube, _ = cut
         try:
-            pred = self._panel(predicted_masks(self.store, oid), "predicted", cube, source)
+            views = N_VIEWS if self.average_views else 1
+            title = f"predicted, {views} views averaged" if views > 1 else "predicted"
+            pred = self._panel(predicted_masks(self.store, oid, views), title, cube, source)
         except AppMessage as msg:
             pred = pn.pane.Alert(str(msg), alert_type=msg.level, width=380)
         truth = self.store.truth_segmentation(oid)
@@ -88,6 +97,6 @@ class SegmentationView(View):
         return pn.pane.HTML(items)
 
     def __panel__(self):
-        controls = pn.Param(self, parameters=["opacity", "classes", "outline"], show_name=False, width=260,
+        controls = pn.Param(self, parameters=["opacity", "classes", "outline", "average_views"], show_name=False, width=260,
                             widgets={"classes": pn.widgets.CheckBoxGroup})
         return pn.Row(controls, pn.Column(self.legend(), self.panels))

@@ -29,7 +29,7 @@ from engine.data import schema
 from engine.data.store import open_dataset
 from engine.paths import results_dir
 from engine.tasks import arrays, metrics
-from engine.tasks.augment import PixelViews
+from engine.tasks.augment import PixelViews, dihedral, mean_class_probabilities, mean_mask_probabilities
 from engine.tasks.fitting import FitConfig, fit, masked_mse, predict
 from engine.tasks.probes import (
     DEFAULT_EPOCHS,
@@ -43,6 +43,7 @@ from engine.tasks.probes import (
     select_objects,
 )
 from engine.tasks.splits import is_held_out, split_rows
+from engine.tasks.view_average import VIEW_AVERAGING_VERSION, view_averaged_morphology
 
 N_CLASSES = len(schema.MORPHOLOGY_CLASSES)
 
@@ -185,10 +186,11 @@ def trees_on_photometry(cat, ids, seed, frames, results) -> None:
 
 
 def cnn_on_images(dataset, cat, ids, seed, config, frames, results, augment: bool = False,
-                  training: dict | None = None) -> nn.Module | None:
+                  training: dict | None = None, views_averaged: dict | None = None) -> nn.Module | None:
     """The image CNN (galaxy properties + morphology) trained and scored; returns the trained net
     (None where there is nothing to train on), e.g. for scoring it on turned cutouts. ``training``
-    receives its epochs run and best epoch."""
+    receives its epochs run and best epoch; ``views_averaged`` its morphology scored with the class
+    probabilities averaged over the eight turned cutouts of each held-out galaxy."""
     kinds = cat.loc[ids, "kind"].astype(str).to_numpy()
     has = cat.loc[ids, schema.source("image_ls").flag].to_numpy(bool) if "has_image_ls" in cat.columns else np.ones(len(ids), bool)
     ids_k = ids[(kinds == "galaxy") & has]
@@ -216,6 +218,12 @@ def cnn_on_images(dataset, cat, ids, seed, config, frames, results, augment: boo
     ok = lab >= 0
     if ok.sum() >= 2:
         _morph_score("CNN (image)", ids_k[test_r][ok], lab[ok].astype(int), out[ok, len(GALAXY_TARGETS):].argmax(1), frames, results)
+        if views_averaged is not None:
+            held = x[test_r][torch.from_numpy(ok)]
+            prob = mean_class_probabilities(
+                lambda v: predict(net, (dihedral(held, v).contiguous(),))[:, len(GALAXY_TARGETS):])
+            views_averaged["CNN (image)"] = view_averaged_morphology(
+                ids_k[test_r][ok], lab[ok].astype(int), prob.argmax(1).numpy(), results["CNN (image)"][MORPHOLOGY_TARGET])
     return net
 
 
@@ -246,8 +254,10 @@ def cnn_on_spectra(dataset, cat, ids, seed, config, frames, results, training: d
 
 
 def unet_on_images(dataset, ids, seed, config, results, max_galaxies: int | None, augment: bool = False,
-                   training: dict | None = None) -> dict | None:
-    """U-Net from scratch on the same galaxies (and the same cap) as the token segmentation head."""
+                   training: dict | None = None, views_averaged: dict | None = None) -> dict | None:
+    """U-Net from scratch on the same galaxies (and the same cap) as the token segmentation head;
+    ``views_averaged`` receives its scores with each held-out galaxy's masks averaged over the eight
+    turned cutouts (each map turned back before averaging)."""
     from engine.tasks import segmentation
 
     ids_k = segmentation_subset(dataset, ids, seed, max_galaxies)
@@ -265,6 +275,11 @@ def unet_on_images(dataset, ids, seed, config, results, max_galaxies: int | None
     pred = segmentation.predict_masks(net, (x[test_r],))
     true = masks[test_r].numpy()
     results["U-Net (image)"] = {**segmentation.scores(ids_k[test_r], true, pred), "n_train": len(fit_r)}
+    if views_averaged is not None:
+        held = x[test_r].float()
+        prob = mean_mask_probabilities(lambda v: predict(net, (dihedral(held, v).contiguous(),), 64))
+        views_averaged["U-Net (image)"] = {**segmentation.scores(ids_k[test_r], true, prob.numpy() > segmentation.THRESHOLD),
+                                           "n_train": len(fit_r)}
     return {"object_id": ids_k[test_r][:6], "image": x[test_r][:6].numpy(), "true": true[:6], "pred": pred[:6]}
 
 
@@ -294,7 +309,7 @@ def run_baselines(
     out = Path(out_dir) if out_dir is not None else baselines_dir(dataset)
     settings = {"dataset_hash": dataset.info.get("hash"), "seed": seed, "epochs": epochs, "max_objects": max_objects,
                 "max_seg_galaxies": max_seg_galaxies, "seg_epochs": seg_epochs, "spectrum_epochs": spectrum_epochs,
-                "augment": bool(augment)}
+                "augment": bool(augment), "views_averaged": VIEW_AVERAGING_VERSION if augment else 0}
     res_path = out / "baselines.json"
     if reuse and res_path.is_file():
         cached = json.loads(res_path.read_text())
@@ -346,14 +361,16 @@ def _run_baselines(dataset, out: Path, settings: dict, *, seed, epochs, max_obje
     frames: list[pd.DataFrame] = []
     methods: dict = {}
     training: dict = {}
+    averaged: dict = {"morphology": {}, "segmentation": {}} if augment else {}
     trees_on_photometry(cat, ids, seed, frames, methods)
-    cnn_on_images(dataset, cat, ids, seed, config, frames, methods, augment, training)
+    cnn_on_images(dataset, cat, ids, seed, config, frames, methods, augment, training, averaged.get("morphology"))
     cnn_on_spectra(dataset, cat, ids, seed, dataclasses.replace(config, epochs=spectrum_epochs), frames, methods, training)
     seg: dict = {}
     seg_config = FitConfig(epochs=seg_epochs, batch_size=32, lr=2e-3, seed=seed, progress=progress)
-    examples = unet_on_images(dataset, ids, seed, seg_config, seg, max_seg_galaxies, augment, training)
+    examples = unet_on_images(dataset, ids, seed, seg_config, seg, max_seg_galaxies, augment, training,
+                              averaged.get("segmentation"))
     results = {"settings": settings, "dataset": dataset.name, "methods": methods, "segmentation": seg,
-               "training": training, "seconds": round(time.time() - t0, 1)}
+               "views_averaged": averaged, "training": training, "seconds": round(time.time() - t0, 1)}
     out.mkdir(parents=True, exist_ok=True)
     if examples is not None:
         tmp = out / f"segmentation_examples.tmp{os.getpid()}.npz"

@@ -39,6 +39,8 @@ from engine.tasks.probes import (
     train_probes,
 )
 from engine.tasks.superres import EVALUATION, GenerationConfig, evaluate_superres
+from engine.tasks.view_average import CACHE_NAME as VIEWS_CACHE
+from engine.tasks.view_average import heldout_view_scores, paired_morphology
 
 RESULTS_ROOT = PROJECT_ROOT / "docs" / "results"
 KIND_PLURAL = {"galaxy": "galaxies", "star": "stars"}
@@ -219,6 +221,27 @@ def paired_segmentation(table: dict, seed: int = 0) -> dict:
     return out
 
 
+def views_averaged_table(probe_scores: dict, baselines: dict, seed: int = 0) -> dict:
+    """The image heads and image baselines scored with the eight views of each held-out galaxy averaged
+    (:mod:`engine.tasks.view_average`): morphology accuracy and segmentation IoU per method, and the best
+    morphology probe against the CNN and the segmentation head against the U-Net, paired; {} if neither
+    side has such scores."""
+    base = baselines.get("views_averaged", {})
+    morph = {**probe_scores.get("morphology", {}), **base.get("morphology", {})}
+    seg = {**probe_scores.get("segmentation", {}), **base.get("segmentation", {})}
+    if not morph and not seg:
+        return {}
+    paired: dict = {}
+    probes = {m: r for m, r in morph.items() if m.startswith("probe")}
+    if probes and "CNN (image)" in morph:
+        best = max(probes, key=lambda m: probes[m]["accuracy"])
+        r = paired_morphology(probes[best], morph["CNN (image)"], seed)
+        if r is not None:
+            paired["morphology"] = {**r, "probe": best, "baseline": "CNN (image)"}
+    paired["segmentation"] = paired_segmentation({"segmentation": seg}, seed)
+    return {"morphology": morph, "segmentation": seg, "paired": paired}
+
+
 def _best_pair(target: str, methods: dict) -> tuple[str, str] | None:
     """(best probe, best baseline) by score, or None when either side has no finite score."""
     probes = {m: _score(target, r) for m, r in methods.items() if m.startswith("probe") and math.isfinite(_score(target, r))}
@@ -229,9 +252,17 @@ def _best_pair(target: str, methods: dict) -> tuple[str, str] | None:
 
 
 def _without_counts(table: dict) -> dict:
-    """``table`` for results.json: the per-galaxy pixel counts stay in the caches (they only feed the bootstrap)."""
+    """``table`` for results.json: the per-galaxy pixel counts and classes stay in the caches (they only
+    feed the bootstrap)."""
+    per_object = {"per_galaxy", "object_id", "true", "pred"}
     seg = {m: {k: v for k, v in r.items() if k != "per_galaxy"} for m, r in table["segmentation"].items()}
-    return {**table, "segmentation": seg}
+    out = {**table, "segmentation": seg}
+    if table.get("views_averaged"):
+        va = table["views_averaged"]
+        out["views_averaged"] = {**va, **{part: {m: {k: v for k, v in r.items() if k not in per_object}
+                                                 for m, r in va.get(part, {}).items()}
+                                          for part in ("morphology", "segmentation")}}
+    return out
 
 
 def _score(target: str, res: dict) -> float:
@@ -282,6 +313,7 @@ def verdicts(table: dict) -> list[str]:
                 else:
                     word = "wins" if h >= u else "**loses**"
                     lines.append(f"segmentation {cls}: the frozen-token head {word} (IoU {h:.3f} vs U-Net {u:.3f}{noise}).")
+    lines += _views_averaged_verdicts(table.get("views_averaged") or {})
     for kind in ("galaxy", "star"):
         sr = table["superres"].get(kind)
         if sr:
@@ -293,6 +325,32 @@ def verdicts(table: dict) -> list[str]:
                           f"sign test p = {sr['generated_better_p']:.1g}")
             lines.append(f"super-resolution ({KIND_PLURAL[kind]}, from {sr['input_kind']}): generated spectra are {word} than the "
                          f"nearest-neighbour baseline (median reduced χ² {g:.2f} vs {b:.2f}{paired}).")
+    return lines
+
+
+def _views_averaged_verdicts(va: dict) -> list[str]:
+    """The morphology and segmentation verdicts again with both sides averaging the eight views."""
+    lines = []
+    pm = va.get("paired", {}).get("morphology")
+    if pm:
+        p, b = va["morphology"][pm["probe"]]["accuracy"], va["morphology"][pm["baseline"]]["accuracy"]
+        text, tie = _interval(pm)
+        if tie:
+            lines.append(f"morphology, {N_VIEWS} views averaged: **no winner beyond the noise of {pm['n']} held-out "
+                         f"galaxies** — {pm['probe']} {p:.3f}, {pm['baseline']} {b:.3f} ({text}).")
+        else:
+            word = "wins" if p >= b else "**loses**"
+            lines.append(f"morphology, {N_VIEWS} views averaged: the foundation model {word} — {pm['probe']} {p:.3f}, "
+                         f"{pm['baseline']} {b:.3f} ({text}).")
+    seg = va.get("segmentation", {})
+    head = next((v for k, v in seg.items() if k.startswith("head")), None)
+    unet = seg.get("U-Net (image)")
+    for cls, pc in va.get("paired", {}).get("segmentation", {}).items():
+        h, u = head["iou"][cls], unet["iou"][cls]
+        text, tie = _interval(pc)
+        word = "ties with" if tie else ("wins against" if h >= u else "**loses** to")
+        lines.append(f"segmentation {cls}, {N_VIEWS} views averaged: the frozen-token head {word} the U-Net "
+                     f"(IoU {h:.3f} vs {u:.3f}; {text}).")
     return lines
 
 
@@ -351,6 +409,40 @@ def _provenance(meta: dict) -> str:
     return f"Produced by `aion-engine evaluate` in {meta['seconds']:.0f} s on {meta['device']}."
 
 
+def _views_averaged_markdown(va: dict) -> list[str]:
+    if not va:
+        return []
+    out = ["", f"## With the {N_VIEWS} views of each held-out galaxy averaged (test-time augmentation)", "",
+           f"The same trained nets, each held-out cutout also turned into its {N_VIEWS - 1} other rotations/reflections "
+           "(re-encoded for the frozen-token heads); class probabilities averaged, segmentation maps turned back and "
+           "averaged before the 0.5 threshold. It costs eight encodings per prediction, so the tables above, the "
+           "cached predictions and the app use the cutout as observed by default (`predict --views 8` and the app's "
+           "segmentation switch average one galaxy's morphology or masks)."]
+    if va.get("morphology"):
+        out += ["", "| morphology | accuracy as observed | accuracy, views averaged | n test |", "|---|---|---|---|"]
+        for m, r in va["morphology"].items():
+            out.append(f"| {m} | {_fmt(r.get('accuracy_observed'))} | {_fmt(r['accuracy'])} | {r['n_test']} |")
+    if va.get("segmentation"):
+        classes = list(schema.SEGMENTATION_CLASSES)
+        out += ["", "| segmentation IoU, views averaged | " + " | ".join(classes) + " | n test |",
+                "|---|" + "---|" * (len(classes) + 1)]
+        for m, r in va["segmentation"].items():
+            out.append(f"| {m} | " + " | ".join(_fmt(r["iou"].get(c)) for c in classes) + f" | {r.get('n_test', '—')} |")
+    paired = va.get("paired", {})
+    rows = []
+    if paired.get("morphology"):
+        r = paired["morphology"]
+        rows.append(f"| morphology (accuracy) | {r['probe']} | {r['baseline']} | {r['n']} | {r['diff']:+.3f} | "
+                    f"{r['diff_ci'][0]:+.3f} to {r['diff_ci'][1]:+.3f} |")
+    for cls, r in paired.get("segmentation", {}).items():
+        rows.append(f"| segmentation {cls} (IoU) | head on frozen tokens | U-Net (image) | {r['n']} | {r['diff']:+.3f} | "
+                    f"{r['diff_ci'][0]:+.3f} to {r['diff_ci'][1]:+.3f} |")
+    if rows:
+        out += ["", "| views averaged | best probe | baseline | n | difference (probe − baseline) | 95 % interval |",
+                "|---|---|---|---|---|---|", *rows]
+    return out
+
+
 def markdown(table: dict, meta: dict) -> str:
     """The results table as Markdown."""
     out = [f"# Results: {meta['dataset']} × {meta['model_id']}", "",
@@ -385,6 +477,7 @@ def markdown(table: dict, meta: dict) -> str:
                 "| method | " + " | ".join(classes) + " | n test |", "|---|" + "---|" * (len(classes) + 1)]
         for m, r in table["segmentation"].items():
             out.append(f"| {m} | " + " | ".join(_fmt(r["iou"].get(c)) for c in classes) + f" | {r.get('n_test', '—')} |")
+    out += _views_averaged_markdown(table.get("views_averaged") or {})
     sr = table["superres"]
     if any(k in sr for k in ("galaxy", "star")):
         cfg = sr.get("config", {})
@@ -598,6 +691,9 @@ def evaluate(
     sr, sr_examples = _superres_results(loaded, dataset, model_dir, seed=seed, config=superres,
                                         max_per_kind=superres_per_kind, progress=progress, retrain=retrain)
     table = collect(probes, baselines, sr)
+    if augment:
+        averaged = heldout_view_scores(loaded, dataset, probes_dir(dataset, model_dir), probes, progress=progress)
+        table["views_averaged"] = views_averaged_table(averaged, baselines, seed)
     heldout = _heldout_predictions(probes_dir(dataset, model_dir), baselines_dir(dataset))
     table["paired"] = paired_differences(table, heldout, seed)
     table["every_input"] = every_input_scores(heldout, dataset.catalog, seed)
@@ -634,6 +730,9 @@ def report_from_caches(dataset_dir, model_dir, out_dir=None) -> dict:
     sr = sr.get("results", {}) if sr.get("key", {}).get("model_hash") == loaded.hash else {}
     missing = [name for name, part in (("probes", probes), ("baselines", baselines), ("super-resolution", sr)) if not part]
     table = collect(probes, baselines, sr)
+    averaged = read(pdir / VIEWS_CACHE)
+    averaged = averaged.get("scores", {}) if averaged.get("key", {}).get("model_hash") == loaded.hash else {}
+    table["views_averaged"] = views_averaged_table(averaged, baselines, probes.get("seed", 0))
     heldout = _heldout_predictions(pdir, bdir)
     table["paired"] = paired_differences(table, heldout, probes.get("seed", 0))
     table["every_input"] = every_input_scores(heldout, dataset.catalog, probes.get("seed", 0))

@@ -19,8 +19,9 @@ def setup_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--object-id", required=True, type=int, help="catalog object_id")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument("--views", type=int, default=1, choices=range(1, 9), metavar="1-8",
-                        help="property tasks: average the morphology over this many rotations/reflections of the "
-                             "cutout, each encoded (default 1; 8 was 1-2 points more accurate on the default mock)")
+                        help="morphology (property tasks) and segmentation: average over this many "
+                             "rotations/reflections of the cutout, each encoded (default 1; see docs/tasks.md for "
+                             "what 8 gains on the default mock)")
     gen = parser.add_argument_group("--task superres")
     gen.add_argument("--samples", type=int, default=4, help="number of generated spectra (default 4)")
     gen.add_argument("--steps", type=int, default=3, help="unmasking steps (default 3: interactive; evaluation uses 8)")
@@ -51,8 +52,8 @@ def run_cli(args: argparse.Namespace) -> int:
     predictor = Predictor.open(args.dataset, args.model)
     t1 = time.time()
     if args.task == "segmentation":
-        masks = predictor.segmentation(args.object_id)
-        result = {"object_id": args.object_id, "task": "segmentation", "shape": [96, 96],
+        masks = predictor.segmentation(args.object_id, views=args.views)
+        result = {"object_id": args.object_id, "task": "segmentation", "shape": [96, 96], "views": args.views,
                   "classes": {name: {"pixels": int(m.sum()), "mask_rle": _rle(m)} for name, m in masks.items()}}
         lines = [f"{name:10s} {int(m.sum()):5d} px" for name, m in masks.items()]
     elif args.task == "superres":

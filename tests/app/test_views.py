@@ -183,6 +183,34 @@ def test_segmentation_overlay_classes_and_truth(store, state):
     assert isinstance(panels[0], pn.pane.Alert) and "aion-engine" in panels[0].object
 
 
+def test_segmentation_can_average_the_turned_cutouts(store, state):
+    """The "average the 8 turned cutouts" switch asks the engine for the view-averaged masks, once per
+    object and number of views, and says so in the panel title."""
+    from app.views import segmentation
+    from engine.tasks.augment import N_VIEWS
+
+    assert segmentation.N_VIEWS == N_VIEWS  # the app's copy of the engine's constant
+    calls = []
+
+    class FakePredictor:
+        def segmentation(self, object_id, views=1):
+            calls.append((object_id, views))
+            return {"disk": np.full((96, 96), views > 1), "arms": np.zeros((96, 96), bool)}
+
+    store.__dict__["_predictor_cache"] = {"p": FakePredictor()}
+    view = segmentation.SegmentationView(store, state)
+    gal = _galaxy(store)
+    state.select(gal)
+    assert view.panels()[0].object.opts.get().kwargs["title"] == "predicted"
+    view.average_views = True
+    pred = view.panels()[0].object
+    assert pred.opts.get().kwargs["title"] == "predicted, 8 views averaged"
+    assert pred.get(1).data[..., 3].all()  # the averaged masks are the ones drawn
+    view.average_views = False
+    view.panels()
+    assert calls == [(gal, 1), (gal, N_VIEWS)]  # each computed once
+
+
 def test_similar_view_shows_message_without_index_and_gallery_from_hits(store, state):
     from app.views.similar import SimilarView
 

@@ -8,7 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from engine.tasks.augment import N_VIEWS, PixelViews, TokenViews, dihedral, view_epochs
+from engine.tasks.augment import (
+    N_VIEWS,
+    PixelViews,
+    TokenViews,
+    dihedral,
+    mean_class_probabilities,
+    mean_mask_probabilities,
+    undo_dihedral,
+    view_epochs,
+)
 from engine.tasks.fitting import FitConfig, fit
 
 
@@ -21,6 +30,38 @@ def test_the_eight_views_are_distinct_and_view_zero_is_the_cutout():
     assert torch.equal(dihedral(x, 4), torch.flip(x, dims=(-1,)))
     with pytest.raises(ValueError, match="view 8"):
         dihedral(x, 8)
+
+
+def test_undo_dihedral_puts_every_view_back():
+    x = torch.rand(2, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    for v in range(N_VIEWS):
+        assert torch.equal(undo_dihedral(dihedral(x, v), v), x)
+    with pytest.raises(ValueError, match="view 9"):
+        undo_dihedral(x, 9)
+
+
+def test_view_averaged_maps_are_turned_back_before_averaging():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 2, 8, 8, generator=gen)
+    # a per-pixel net turns with its input: its maps, turned back, are the observed view's (none is smeared)
+    net = nn.Conv2d(2, 4, 1)
+    with torch.no_grad():
+        avg = mean_mask_probabilities(lambda v: net(dihedral(x, v)))
+        torch.testing.assert_close(avg, net(x).sigmoid())
+        # a net blind to its input paints the same (asymmetric) map on every view: the average is that map
+        # made symmetric under the eight turns, and it stays a probability
+        fixed = torch.randn(1, 4, 8, 8, generator=gen)
+        avg = mean_mask_probabilities(lambda v: fixed)
+    for v in range(N_VIEWS):
+        torch.testing.assert_close(dihedral(avg, v), avg)
+    assert not torch.allclose(avg, fixed.sigmoid()) and avg.min() > 0 and avg.max() < 1
+
+
+def test_view_averaged_classes_are_the_mean_of_each_views_probabilities():
+    logits = torch.tensor([[[4.0, 0.0]], [[0.0, 1.0]]])  # two views that disagree, one object
+    prob = mean_class_probabilities(lambda v: logits[v], n_views=2)
+    torch.testing.assert_close(prob, (logits[0].softmax(-1) + logits[1].softmax(-1)) / 2)
+    torch.testing.assert_close(prob.sum(-1), torch.ones(1))
 
 
 def test_pixel_views_turn_the_masks_with_the_cutouts():

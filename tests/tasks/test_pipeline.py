@@ -126,6 +126,13 @@ def test_baselines_on_same_split(results_root, tiny_mock):
     assert {m: t["epochs"] for m, t in res["training"].items() if m != "1-D CNN (spectrum)"} == {
         "CNN (image)": 1, "U-Net (image)": 1}
     assert all(0 <= t["best_epoch"] < t["epochs"] for t in res["training"].values())  # 0-based, as in fit
+    # the view-trained nets are also scored with the eight turned cutouts of each held-out galaxy averaged
+    cnn = res["views_averaged"]["morphology"]["CNN (image)"]
+    assert cnn["accuracy_observed"] == res["methods"]["CNN (image)"]["truth_morphology"]["accuracy"]
+    assert 0.0 <= cnn["accuracy"] <= 1.0 and cnn["n_test"] == len(cnn["pred"]) == len(cnn["object_id"]) >= 2
+    unet_avg = res["views_averaged"]["segmentation"]["U-Net (image)"]
+    assert unet_avg["per_galaxy"]["object_id"] == unet["per_galaxy"]["object_id"]  # the same held-out galaxies
+    assert set(unet_avg["iou"]) == set(schema.SEGMENTATION_CLASSES)
     again = run_baselines(tiny_mock, epochs=1, progress=False, seg_epochs=1)
     assert again == res  # cached per dataset and settings
 
@@ -240,6 +247,13 @@ def test_predict_and_evaluate_commands(trained, results_root, tiny_mock, task_mo
     assert "## Galaxies with every input" in md
     for plot in ("scatter.png", "confusion.png", "segmentation.png", "superres.png"):
         assert (tmp_path / "res" / plot).stat().st_size > 1000, plot
+    # the image heads and image baselines again with the eight views of each held-out galaxy averaged
+    va = res["views_averaged"]
+    assert {"probe: photometry+image", "CNN (image)"} <= set(va["morphology"])
+    assert {"head on frozen tokens (photometry+image)", "U-Net (image)"} == set(va["segmentation"])
+    assert all("pred" not in r for r in va["morphology"].values())  # per-galaxy classes stay in the caches
+    assert va["paired"]["morphology"]["baseline"] == "CNN (image)" and va["paired"]["morphology"]["n"] >= 2
+    assert "## With the 8 views of each held-out galaxy averaged" in md and "views averaged" in "".join(res["verdicts"])
 
 
 def test_tokenize_reuses_the_pretraining_token_table(tmp_path, tiny_mock, task_model_dir, monkeypatch):
@@ -448,3 +462,74 @@ def test_morphology_averaged_over_the_dihedral_views(trained, tiny_mock, task_mo
                  "--object-id", str(gal), "--views", "8", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["views"] == 8 and out["pred_morphology"] == eight["pred_morphology"]
+
+
+def test_heldout_scores_with_the_views_averaged(trained, tiny_mock, task_model_dir, monkeypatch):
+    """The saved image heads scored on their held-out galaxies with the eight views averaged: one view
+    gives back the scores the heads were saved with; eight views differ from it and are cached."""
+    from engine.data import open_dataset
+    from engine.model.loading import load_model
+    from engine.tasks import view_average
+    from engine.tasks.probes import probes_dir
+
+    dataset, loaded = open_dataset(tiny_mock), load_model(task_model_dir)
+    pdir = probes_dir(dataset, task_model_dir)
+    one = view_average.heldout_view_scores(loaded, dataset, pdir, trained, progress=False, n_views=1)
+    assert set(one["morphology"]) == {"probe: photometry+image", "probe: photometry+image+spectrum"}
+    for combo in ("photometry+image", "photometry+image+spectrum"):
+        r = one["morphology"][f"probe: {combo}"]
+        assert r["accuracy"] == r["accuracy_observed"] == trained["combos"][combo]["truth_morphology"]["accuracy"]
+    (head_name, head), = one["segmentation"].items()
+    assert head_name == "head on frozen tokens (photometry+image)"
+    assert head["per_galaxy"]["object_id"] == trained["segmentation"]["per_galaxy"]["object_id"]
+    for cls, iou in trained["segmentation"]["iou"].items():
+        assert head["iou"][cls] == pytest.approx(iou, abs=1e-6, nan_ok=True), cls
+
+    eight = view_average.heldout_view_scores(loaded, dataset, pdir, trained, progress=False)
+    folders = sorted(p.name for p in (pdir / "tokens").iterdir() if "heldout-views" in p.name)
+    assert folders == ["photometry+image+spectrum.heldout-views", "photometry+image.heldout-views"]
+    seg8 = eight["segmentation"][head_name]
+    assert seg8["per_galaxy"]["object_id"] == head["per_galaxy"]["object_id"]
+    # the averaged maps are not the observed view's (the tiny random model is far from turn-invariant)
+    assert seg8["per_galaxy"]["union"] != head["per_galaxy"]["union"] or \
+        seg8["per_galaxy"]["intersection"] != head["per_galaxy"]["intersection"]
+    # cached: a second call encodes nothing
+    monkeypatch.setattr(view_average, "build_token_cache", lambda *a, **k: pytest.fail("encoded again"))
+    assert view_average.heldout_view_scores(loaded, dataset, pdir, trained, progress=False) == eight
+
+
+def test_segmentation_averaged_over_the_dihedral_views(trained, tiny_mock, task_model_dir, capsys):
+    """``views=8``: each turned cutout encoded, its probability map turned back, the eight averaged, then
+    thresholded; ``views=1`` is the head on the cutout as observed."""
+    import torch
+
+    from engine.cli import main
+    from engine.errors import ValidationError
+    from engine.tasks.api import Predictor
+    from engine.tasks.augment import N_VIEWS, undo_dihedral
+    from engine.tasks.features import Layout, combo_keys, embed_objects_canonical
+    from engine.tasks.probes import SEGMENTATION_COMBO
+
+    pred = Predictor.open(tiny_mock, task_model_dir)
+    cat = pred.dataset.catalog
+    gal = int(cat.loc[(cat.kind == "galaxy") & cat.has_image_ls, "object_id"].iloc[0])
+    module, meta = pred._heads_of(SEGMENTATION_COMBO)["segmentation"]
+    layout = Layout(combo_keys(SEGMENTATION_COMBO, pred.loaded.token_keys))
+    image = layout.slice_of("tok_image")
+    with torch.inference_mode():
+        maps = []
+        for view in range(N_VIEWS):
+            tok, _ = embed_objects_canonical(pred.loaded, pred.dataset, np.array([gal]), layout, view)
+            maps.append(undo_dihedral(module(tok[:, image].float()).sigmoid(), view)[0])
+    one, eight = pred.segmentation(gal), pred.segmentation(gal, views=N_VIEWS)
+    for j, name in enumerate(meta["classes"]):
+        np.testing.assert_array_equal(one[name], (maps[0][j] > 0.5).numpy())
+        np.testing.assert_array_equal(eight[name], (torch.stack(maps).mean(0)[j] > 0.5).numpy())
+    assert any((one[n] != eight[n]).any() for n in one)  # not view 0 alone
+    with pytest.raises(ValidationError, match="views=0"):
+        pred.segmentation(gal, views=0)
+    assert main(["predict", "--dataset", str(tiny_mock), "--model", str(task_model_dir), "--task", "segmentation",
+                 "--object-id", str(gal), "--views", "8", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["views"] == 8 and {n: c["pixels"] for n, c in out["classes"].items()} == {
+        n: int(m.sum()) for n, m in eight.items()}
