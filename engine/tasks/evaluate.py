@@ -53,14 +53,14 @@ def default_out_dir(dataset_name: str, model_id: str) -> Path:
 
 
 def _probe_results(dataset_dir, model_dir, loaded, dataset, *, seed, epochs, max_objects, max_seg_galaxies, progress,
-                   retrain, augment) -> dict:
+                   retrain, augment, seg_epochs: int | None = None) -> dict:
     path = probes_dir(dataset, model_dir) / "probes.json"
     if not retrain and path.is_file():
         cached = json.loads(path.read_text())
         same = (cached.get("model_hash") == loaded.hash and cached.get("seed") == seed and cached.get("epochs") == epochs
                 and cached.get("dataset_hash") == dataset.info.get("hash") and cached.get("max_objects") == max_objects
                 and cached.get("max_seg_galaxies") == max_seg_galaxies
-                and cached.get("seg_epochs", default_seg_epochs(epochs)) == default_seg_epochs(epochs)
+                and cached.get("seg_epochs", default_seg_epochs(epochs)) == (seg_epochs or default_seg_epochs(epochs))
                 and cached.get("property_epochs") == PROPERTY_EPOCH_FACTOR * epochs
                 and cached.get("position_channels") == POSITION_CHANNELS
                 and set(cached.get("combos", {})) == set(INPUT_COMBOS)  # not `prepare`'s reduced set
@@ -69,7 +69,8 @@ def _probe_results(dataset_dir, model_dir, loaded, dataset, *, seed, epochs, max
         if same:
             return cached
     return train_probes(dataset_dir, model_dir, seed=seed, epochs=epochs, progress=progress, max_objects=max_objects,
-                        max_seg_galaxies=max_seg_galaxies, loaded=loaded, augment=augment, reuse=not retrain)
+                        max_seg_galaxies=max_seg_galaxies, seg_epochs=seg_epochs, loaded=loaded, augment=augment,
+                        reuse=not retrain)
 
 
 def _superres_results(loaded, dataset, model_dir, *, seed, config, max_per_kind, progress, retrain) -> tuple[dict, dict]:
@@ -664,6 +665,7 @@ def evaluate(
     dataset_dir, model_dir, out_dir=None, *, seed: int = 0, epochs: int = DEFAULT_EPOCHS, baseline_epochs: int | None = None,
     max_objects: int | None = DEFAULT_MAX_OBJECTS, superres_per_kind: int = 40, superres: GenerationConfig = EVALUATION,
     max_seg_galaxies: int | None = 1500, progress: bool = True, retrain: bool = False, augment: bool = True,
+    seg_epochs: int | None = None,
 ) -> dict:
     """Produce the results table and plots; returns the results dict (also written as JSON).
 
@@ -671,7 +673,8 @@ def evaluate(
     training galaxies (:mod:`engine.tasks.augment`).
 
     ``baseline_epochs`` (default: ``epochs``) trains the baseline CNNs; the same budget as the probes, so
-    the table does not flatter the foundation model with under-trained baselines.
+    the table does not flatter the foundation model with under-trained baselines. ``seg_epochs`` (default
+    :func:`default_seg_epochs` of ``epochs``) trains the segmentation head and the U-Net alike.
     """
     baseline_epochs = epochs if baseline_epochs is None else baseline_epochs
     from engine.model.fast import enable_fast_attention
@@ -684,7 +687,8 @@ def evaluate(
     out = Path(out_dir) if out_dir is not None else default_out_dir(dataset.name, loaded.model_id)
     out.mkdir(parents=True, exist_ok=True)
     probes = _probe_results(dataset_dir, model_dir, loaded, dataset, seed=seed, epochs=epochs, max_objects=max_objects,
-                            max_seg_galaxies=max_seg_galaxies, progress=progress, retrain=retrain, augment=augment)
+                            max_seg_galaxies=max_seg_galaxies, progress=progress, retrain=retrain, augment=augment,
+                            seg_epochs=seg_epochs)
     baselines = run_baselines(dataset_dir, seed=seed, epochs=baseline_epochs, max_objects=max_objects,
                               max_seg_galaxies=max_seg_galaxies, progress=progress,
                               seg_epochs=probes.get("seg_epochs", default_seg_epochs(epochs)), augment=augment)

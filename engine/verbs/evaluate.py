@@ -18,6 +18,9 @@ def setup_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-epochs", type=int, default=None,
                         help="epochs of the baseline CNNs (default: --epochs, the probes' budget; the 1-D CNN trains "
                              "3x as many, as the property probes; the U-Net always trains as long as the segmentation head)")
+    parser.add_argument("--seg-epochs", type=int, default=None,
+                        help="epochs of the segmentation head and of the U-Net, one budget for both (default 2x --epochs; "
+                             "with the dihedral views a quarter of them pass over every view)")
     parser.add_argument("--max-objects", type=int, default=3000,
                         help="labelled objects used (deterministic subset; bounds encoding time; default 3000, 0 = all)")
     parser.add_argument("--max-seg-galaxies", type=int, default=1500,
@@ -40,7 +43,7 @@ def run_cli(args: argparse.Namespace) -> int:
     from engine.tasks.evaluate import evaluate
     from engine.tasks.superres import GenerationConfig
 
-    for name in ("epochs", "baseline_epochs", "superres_objects", "samples", "steps"):
+    for name in ("epochs", "baseline_epochs", "seg_epochs", "superres_objects", "samples", "steps"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValidationError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)!r}")
     for name in ("max_objects", "max_seg_galaxies"):
@@ -48,7 +51,8 @@ def run_cli(args: argparse.Namespace) -> int:
             raise ValidationError(f"--{name.replace('_', '-')} must be >= 0 (0 = all), got {getattr(args, name)!r}")
     config = GenerationConfig(n_samples=args.samples, steps=args.steps, temperature=args.temperature, seed=args.seed)
     results = evaluate(args.dataset, args.model, args.out, seed=args.seed, epochs=args.epochs,
-                       baseline_epochs=args.baseline_epochs, max_objects=args.max_objects or None,
+                       baseline_epochs=args.baseline_epochs, seg_epochs=args.seg_epochs,
+                       max_objects=args.max_objects or None,
                        max_seg_galaxies=args.max_seg_galaxies or None,
                        superres_per_kind=args.superres_objects, superres=config, progress=not args.no_progress,
                        retrain=args.retrain, augment=not args.no_augment)

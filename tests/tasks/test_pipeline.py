@@ -533,3 +533,19 @@ def test_segmentation_averaged_over_the_dihedral_views(trained, tiny_mock, task_
     out = json.loads(capsys.readouterr().out)
     assert out["views"] == 8 and {n: c["pixels"] for n, c in out["classes"].items()} == {
         n: int(m.sum()) for n, m in eight.items()}
+
+
+def test_evaluate_gives_the_segmentation_head_and_the_unet_one_budget(isolated_results, tiny_mock, task_model_dir,
+                                                                      tmp_path, capsys):
+    from engine.cli import main
+
+    base = ["evaluate", "--dataset", str(tiny_mock), "--model", str(task_model_dir), "--out", str(tmp_path / "res"),
+            "--epochs", "2", "--superres-objects", "1", "--samples", "1", "--steps", "1", "--no-progress"]
+    assert main([*base, "--seg-epochs", "0"]) == 2
+    assert "--seg-epochs must be >= 1, got 0" in capsys.readouterr().err
+    assert main([*base, "--seg-epochs", "8", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    nets = res["meta"]["convergence"]
+    assert res["meta"]["seg_epochs"] == 8  # not the default 2 x --epochs
+    # 8 epochs over every one of the 8 views = a quarter of them, for the head and the U-Net alike
+    assert nets["segmentation (photometry+image)"]["of"] == nets["U-Net (image)"]["of"] == 2
