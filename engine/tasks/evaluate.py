@@ -407,7 +407,11 @@ def _provenance(meta: dict) -> str:
     if "missing" in meta:  # report_from_caches: nothing was computed for this table
         return (f"Written from the cached runs of `aion-engine evaluate` (probes and baselines took "
                 f"{meta['seconds']:.0f} s on {meta['device']}).")
-    return f"Produced by `aion-engine evaluate` in {meta['seconds']:.0f} s on {meta['device']}."
+    runs = meta.get("runs_seconds") or {}
+    used = [f"{name} {float(sec):.0f} s" for name, sec in runs.items() if sec]
+    spent = f" (the probe and baseline runs it used, computed in this call or reused from the cache: {', '.join(used)})" \
+        if used else ""
+    return f"Produced by `aion-engine evaluate` in {meta['seconds']:.0f} s on {meta['device']}{spent}."
 
 
 def _views_averaged_markdown(va: dict) -> list[str]:
@@ -705,6 +709,7 @@ def evaluate(
     meta = {"dataset": dataset.name, "dataset_hash": dataset.info.get("hash"), "model_id": loaded.model_id,
             "model_hash": loaded.hash, "seed": seed, **_run_budgets(probes, baselines), "max_objects": max_objects, "max_seg_galaxies": max_seg_galaxies, "n_objects": probes.get("n_objects"),
             "device": "CPU", "convergence": convergence(probes_dir(dataset, model_dir), loaded.hash, baselines),
+            "runs_seconds": {"probes": probes.get("seconds"), "baselines": baselines.get("seconds")},
             "seconds": time.time() - t0}
     results = {"meta": meta, **_without_counts(table), "verdicts": verdicts(table)}
     results["plots"] = _plots(out, dataset, probes_dir(dataset, model_dir), baselines_dir(dataset), sr_examples)

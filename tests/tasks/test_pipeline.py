@@ -241,6 +241,7 @@ def test_predict_and_evaluate_commands(trained, results_root, tiny_mock, task_mo
     assert paired["n"] >= 2 and paired["diff_ci"][0] <= paired["diff_ci"][1] and np.isfinite(paired["diff"])
     assert all("per_galaxy" not in r for r in res["segmentation"].values())  # counts stay in the caches
     assert "paired bootstrap" in md and "Produced by `aion-engine evaluate` in" in md
+    assert f"probes {res['meta']['runs_seconds']['probes']:.0f} s" in md  # what the reused runs cost
     every = res["every_input"]["properties"]["truth_z"]  # the same predictions on galaxies with image + spectrum
     assert {"probe: photometry+image+spectrum", "1-D CNN (spectrum)"} <= set(every)
     assert 2 <= every["trees (photometry)"]["n_test"] < res["properties"]["truth_z"]["trees (photometry)"]["n_test"]
