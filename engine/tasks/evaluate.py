@@ -39,8 +39,7 @@ from engine.tasks.probes import (
     train_probes,
 )
 from engine.tasks.superres import EVALUATION, GenerationConfig, evaluate_superres
-from engine.tasks.view_average import CACHE_NAME as VIEWS_CACHE
-from engine.tasks.view_average import heldout_view_scores, paired_morphology
+from engine.tasks.view_average import cached_view_scores, heldout_view_scores, paired_morphology
 
 RESULTS_ROOT = PROJECT_ROOT / "docs" / "results"
 KIND_PLURAL = {"galaxy": "galaxies", "star": "stars"}
@@ -739,9 +738,7 @@ def report_from_caches(dataset_dir, model_dir, out_dir=None) -> dict:
     sr = sr.get("results", {}) if sr.get("key", {}).get("model_hash") == loaded.hash else {}
     missing = [name for name, part in (("probes", probes), ("baselines", baselines), ("super-resolution", sr)) if not part]
     table = collect(probes, baselines, sr)
-    averaged = read(pdir / VIEWS_CACHE)
-    averaged = averaged.get("scores", {}) if averaged.get("key", {}).get("model_hash") == loaded.hash else {}
-    table["views_averaged"] = views_averaged_table(averaged, baselines, probes.get("seed", 0))
+    table["views_averaged"] = views_averaged_table(cached_view_scores(loaded, pdir), baselines, probes.get("seed", 0))
     heldout = _heldout_predictions(pdir, bdir)
     table["paired"] = paired_differences(table, heldout, probes.get("seed", 0))
     table["every_input"] = every_input_scores(heldout, dataset.catalog, probes.get("seed", 0))

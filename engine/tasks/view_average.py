@@ -125,6 +125,20 @@ def heldout_view_scores(loaded, dataset, out: Path, probes: dict, *, progress: b
     return scores
 
 
+def cached_view_scores(loaded, out: Path) -> dict:
+    """The scores :func:`heldout_view_scores` cached under ``out`` if they belong to the heads saved there
+    now (this model, the same fingerprints), else {}: for a table written from the caches alone."""
+    try:
+        cached = json.loads((Path(out) / CACHE_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    current = {f"{combo}/{name}": meta["fingerprint"] for combo, heads in _heads_to_score(loaded, Path(out)).items()
+               for name, (_, meta) in heads.items()}
+    key = cached.get("key", {})
+    fresh = key.get("version") == VIEW_AVERAGING_VERSION and key.get("model_hash") == loaded.hash
+    return cached.get("scores", {}) if fresh and key.get("heads") == current else {}
+
+
 def _heads_to_score(loaded, out: Path) -> dict[str, dict[str, tuple]]:
     """combo -> {"morphology"|"segmentation": (module, meta)} for the saved image heads of this model
     that trained on the views (a head trained as observed is not compared with view-trained baselines)."""

@@ -494,9 +494,16 @@ def test_heldout_scores_with_the_views_averaged(trained, tiny_mock, task_model_d
     # the averaged maps are not the observed view's (the tiny random model is far from turn-invariant)
     assert seg8["per_galaxy"]["union"] != head["per_galaxy"]["union"] or \
         seg8["per_galaxy"]["intersection"] != head["per_galaxy"]["intersection"]
-    # cached: a second call encodes nothing
+    # cached: a second call encodes nothing; a table written from the caches reads them while the heads
+    # they scored are the saved ones, and not after a head was trained again
     monkeypatch.setattr(view_average, "build_token_cache", lambda *a, **k: pytest.fail("encoded again"))
     assert view_average.heldout_view_scores(loaded, dataset, pdir, trained, progress=False) == eight
+    assert view_average.cached_view_scores(loaded, pdir) == eight
+    heads = view_average._heads_to_score(loaded, pdir)
+    module, meta = heads["photometry+image"]["segmentation"]
+    heads["photometry+image"]["segmentation"] = (module, {**meta, "fingerprint": "retrained"})
+    monkeypatch.setattr(view_average, "_heads_to_score", lambda *a: heads)
+    assert view_average.cached_view_scores(loaded, pdir) == {}
 
 
 def test_segmentation_averaged_over_the_dihedral_views(trained, tiny_mock, task_model_dir, capsys):
