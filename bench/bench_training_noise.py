@@ -136,6 +136,7 @@ def run_probe(seeds: list[int]) -> None:
         true = frame["true"].to_numpy().astype(int)
         entry = {**_scores(true, prob_views), "object_id": test_ids.tolist(), "true": true.tolist(),
                  "table_accuracy": meta["metrics"]["accuracy"], "best_epoch": meta["best_epoch"],
+                 "model_hash": loaded.hash,
                  "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - c0, 1)}
         _record("probe", seed, entry)
         print(f"probe seed {seed}: accuracy {entry['accuracy']:.3f}, with 8 views averaged {entry['accuracy_tta']:.3f}")
