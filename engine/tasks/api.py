@@ -17,7 +17,7 @@ import torch
 from engine.data import schema
 from engine.data.store import Dataset, open_dataset
 from engine.errors import MissingModalityError, ModelError, ValidationError
-from engine.tasks.augment import N_VIEWS, mean_mask_probabilities
+from engine.tasks.augment import N_VIEWS, mean_class_probabilities, mean_mask_probabilities
 from engine.tasks.features import Layout, combo_keys, embed_objects_canonical
 from engine.tasks.predictions import PREDICTION_COLUMNS, heads_digest, predictions_path
 from engine.tasks.probes import BEST_COMBO, SEGMENTATION_COMBO, apply_heads, load_heads, probes_dir
@@ -91,8 +91,7 @@ class Predictor:
         trainings (``docs/tasks.md``; this head reads photometry + image + spectrum), for eight
         encodings instead of a cache read. The other properties come from the cutout as observed.
         """
-        if not 1 <= int(views) <= N_VIEWS:
-            raise ValidationError(f"views={views!r}: accepted 1 to {N_VIEWS} dihedral views of the cutout")
+        _check_views(views)
         row = self._row(object_id)
         kind = str(row["kind"])
         cached = self._cached_predictions()
@@ -124,11 +123,14 @@ class Predictor:
     def _view_averaged_morphology(self, module, object_id: int, layout: Layout, tok: torch.Tensor, msk: torch.Tensor,
                                   views: int) -> np.ndarray:
         """Class probabilities averaged over the cutout as observed (``tok``) and its turned views 1..views-1."""
-        prob = module(tok.float(), msk).softmax(-1)
-        for view in range(1, views):
+
+        def logits(view: int) -> torch.Tensor:
+            if view == 0:
+                return module(tok.float(), msk)
             tok_v, msk_v = embed_objects_canonical(self.loaded, self.dataset, np.array([object_id]), layout, view)
-            prob = prob + module(tok_v.float(), msk_v).softmax(-1)
-        return (prob / views)[0].numpy()
+            return module(tok_v.float(), msk_v)
+
+        return mean_class_probabilities(logits, views)[0].numpy()
 
     @torch.inference_mode()
     def segmentation(self, object_id: int, views: int = 1) -> dict[str, np.ndarray]:
@@ -139,8 +141,7 @@ class Predictor:
         on the default mock's held-out galaxies the eight views lift the arm IoU (``docs/tasks.md``),
         for eight encodings instead of one.
         """
-        if not 1 <= int(views) <= N_VIEWS:
-            raise ValidationError(f"views={views!r}: accepted 1 to {N_VIEWS} dihedral views of the cutout")
+        _check_views(views)
         row = self._row(object_id)
         flag = schema.source("image_ls").flag
         if flag in row.index and not bool(row[flag]):
@@ -193,6 +194,11 @@ class Predictor:
         bands = [c for c in EFFECTIVE_WAVELENGTH if c in row.index and pd.notna(row[c])]
         return {"bands": bands, "wavelength": np.array([EFFECTIVE_WAVELENGTH[b] for b in bands]),
                 "flux": np.array([float(row[b]) for b in bands])}
+
+
+def _check_views(views: int) -> None:
+    if not 1 <= int(views) <= N_VIEWS:
+        raise ValidationError(f"views={views!r}: accepted 1 to {N_VIEWS} dihedral views of the cutout")
 
 
 def open_predictor(dataset_dir, model) -> Predictor:

@@ -195,13 +195,17 @@ def every_input_scores(heldout: pd.DataFrame, catalog: pd.DataFrame, seed: int =
 VERDICT_CLASSES = ("arms", "bar")
 
 
+def _head_and_unet(seg: dict) -> tuple[dict | None, dict | None]:
+    """The frozen-token segmentation head's and the U-Net's scores among ``seg``'s methods (None if absent)."""
+    return next((v for k, v in seg.items() if k.startswith("head")), None), seg.get("U-Net (image)")
+
+
 def paired_segmentation(table: dict, seed: int = 0) -> dict:
     """Per class in :data:`VERDICT_CLASSES`: the frozen-token head against the U-Net on the same held-out
     galaxies, a paired bootstrap over galaxies of the dataset-level IoU; empty when either side's
     per-galaxy pixel counts are not cached (runs before they were recorded)."""
     seg = table["segmentation"]
-    head = next((v for k, v in seg.items() if k.startswith("head")), None)
-    unet = seg.get("U-Net (image)")
+    head, unet = _head_and_unet(seg)
     if not head or not unet or "per_galaxy" not in head or "per_galaxy" not in unet:
         return {}
     a, b = head["per_galaxy"], unet["per_galaxy"]
@@ -298,8 +302,7 @@ def verdicts(table: dict) -> list[str]:
             lines.append(f"{name}: **the foundation model loses** — {bb} reaches {what} {b:.3f}, "
                          f"the best probe ({bp}) {p:.3f}{noise}.")
     seg = table["segmentation"]
-    head = next((v for k, v in seg.items() if k.startswith("head")), None)
-    unet = seg.get("U-Net (image)")
+    head, unet = _head_and_unet(seg)
     if head and unet:
         for cls in VERDICT_CLASSES:
             h, u = head["iou"].get(cls, math.nan), unet["iou"].get(cls, math.nan)
@@ -343,8 +346,7 @@ def _views_averaged_verdicts(va: dict) -> list[str]:
             lines.append(f"morphology, {N_VIEWS} views averaged: the foundation model {word} — {pm['probe']} {p:.3f}, "
                          f"{pm['baseline']} {b:.3f} ({text}).")
     seg = va.get("segmentation", {})
-    head = next((v for k, v in seg.items() if k.startswith("head")), None)
-    unet = seg.get("U-Net (image)")
+    head, unet = _head_and_unet(seg)
     for cls, pc in va.get("paired", {}).get("segmentation", {}).items():
         h, u = head["iou"][cls], unet["iou"][cls]
         text, tie = _interval(pc)

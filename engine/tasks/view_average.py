@@ -77,8 +77,7 @@ def heldout_view_scores(loaded, dataset, out: Path, probes: dict, *, progress: b
     plan = _heads_to_score(loaded, out)
     key = {"version": VIEW_AVERAGING_VERSION, "model_hash": loaded.hash, "dataset_hash": dataset.info.get("hash"),
            "seed": seed, "n_views": n_views, "max_objects": max_objects, "max_seg_galaxies": max_seg_galaxies,
-           "heads": {f"{combo}/{name}": meta["fingerprint"] for combo, heads in plan.items()
-                     for name, (_, meta) in heads.items()}}
+           "heads": _fingerprints(plan)}
     cache_path = out / CACHE_NAME
     if cache_path.is_file():
         try:
@@ -132,11 +131,14 @@ def cached_view_scores(loaded, out: Path) -> dict:
         cached = json.loads((Path(out) / CACHE_NAME).read_text())
     except (OSError, ValueError):
         return {}
-    current = {f"{combo}/{name}": meta["fingerprint"] for combo, heads in _heads_to_score(loaded, Path(out)).items()
-               for name, (_, meta) in heads.items()}
     key = cached.get("key", {})
     fresh = key.get("version") == VIEW_AVERAGING_VERSION and key.get("model_hash") == loaded.hash
-    return cached.get("scores", {}) if fresh and key.get("heads") == current else {}
+    return cached.get("scores", {}) if fresh and key.get("heads") == _fingerprints(_heads_to_score(loaded, Path(out))) else {}
+
+
+def _fingerprints(plan: dict[str, dict[str, tuple]]) -> dict[str, str]:
+    """``"<combo>/<head>" -> fingerprint`` of the heads :func:`_heads_to_score` found: what the cache is keyed by."""
+    return {f"{combo}/{name}": meta["fingerprint"] for combo, heads in plan.items() for name, (_, meta) in heads.items()}
 
 
 def _heads_to_score(loaded, out: Path) -> dict[str, dict[str, tuple]]:
@@ -178,9 +180,10 @@ def _morphology_probs(module, cache: TokenCache, views: list[TokenCache], ids: n
     parts = []
     for s in range(0, len(ids), batch):
         chunk = ids[s : s + batch]
-        _, msk = _tensor(cache, cache.rows(chunk))
+        tok, msk = _tensor(cache, cache.rows(chunk))  # view 0; its masks serve every view
         parts.append(mean_class_probabilities(
-            lambda v: module(_tensor(caches[v], caches[v].rows(chunk))[0].float(), msk), n_views))  # noqa: B023
+            lambda v: module((tok if v == 0 else _tensor(caches[v], caches[v].rows(chunk))[0]).float(), msk),  # noqa: B023
+            n_views))
     return torch.cat(parts)
 
 
