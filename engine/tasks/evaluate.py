@@ -30,6 +30,7 @@ from engine.tasks.probes import (
     DEFAULT_MAX_OBJECTS,
     GALAXY_TARGETS,
     HEADS_VERSION,
+    IMAGE_MORPHOLOGY_HEAD,
     MORPHOLOGY_TARGET,
     POSITION_CHANNELS,
     PROPERTY_EPOCH_FACTOR,
@@ -64,6 +65,7 @@ def _probe_results(dataset_dir, model_dir, loaded, dataset, *, seed, epochs, max
                 and cached.get("position_channels") == POSITION_CHANNELS
                 and set(cached.get("combos", {})) == set(INPUT_COMBOS)  # not `prepare`'s reduced set
                 and cached.get("features") == FEATURE_VERSION and cached.get("heads") == HEADS_VERSION
+                and cached.get("image_morphology_head") == IMAGE_MORPHOLOGY_HEAD
                 and not cached.get("segmentation_only") and cached.get("augment", False) == augment)
         if same:
             return cached

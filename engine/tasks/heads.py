@@ -4,11 +4,11 @@ Properties use *attentive pooling* (one learned query per target attends over th
 modality group: the one-token scalars, the image, the spectrum) followed by a 2-layer MLP: the
 paper found mean pooling far worse once spectrum tokens are in the input, because a few tokens
 carry the signal; a fixed position code appended to each token lets the pooled vector say where the
-attended tokens sit (which wavelengths hold the lines). Morphology reads the image tokens per
-annulus around the centre — their means (the radial profile) and the amplitudes of their first
-angular modes (``engine/model/pooling.py``) — next to the mean of all tokens: the paper's masked
-mean pooling + MLP reached 17.6 % on the mock's ten classes (a global mean loses where the light
-is), the radial profile ~70 % on the same split (``docs/tasks.md``). Every head takes ``tokens`` (B, T, D) and ``mask`` (B, T) with
+attended tokens sit (which wavelengths hold the lines). Morphology reads the image tokens on their
+grid with a small conv stack (:class:`SpatialMorphologyProbe`), next to the mean of all tokens: the
+paper's masked mean pooling + MLP reached 17.6 % on the mock's ten classes (a global mean loses where
+the light is), the radial profile and angular modes per annulus (:class:`RadialMorphologyProbe`,
+``engine/model/pooling.py``) ~85 %, the conv stack ~88 % (``docs/tasks.md``). Every head takes ``tokens`` (B, T, D) and ``mask`` (B, T) with
 True = absent token (the convention of the ``aion`` encoder masks).
 """
 
@@ -187,6 +187,66 @@ class RadialMorphologyProbe(nn.Module):
             angular = angular_power(self.proj(tokens[:, a:b].float()), self.harmonics)
             x = torch.cat([x, self.angular_norm(angular)], dim=1)
         return self.head(x)
+
+
+class SpatialMorphologyProbe(nn.Module):
+    """The image tokens on their 24 x 24 grid -> two conv stages, each ending in a stride-2 conv
+    (24 -> 12 -> 6) -> mean and max over the grid; beside them the masked mean of all tokens (the
+    photometry) -> 2-layer MLP over the classes.
+
+    A spiral, a bar or a merger is a *pattern* over neighbouring tokens; annulus means and two
+    angular modes (:class:`RadialMorphologyProbe`) keep where the light is, not its shape. A small
+    conv stack reads the pattern, as :class:`SegmentationHead` does, and the pooled map is blind to
+    where on the grid it sits. It is trained on all eight dihedral views like the other image heads.
+    """
+
+    def __init__(self, dim: int, n_classes: int, image_slice: tuple[int, int], grid: int = 24, width: int = 64,
+                 hidden: int = 256, dropout: float = 0.3):
+        super().__init__()
+        self.image_slice = (int(image_slice[0]), int(image_slice[1]))
+        self.grid = int(grid)
+        if self.image_slice[1] - self.image_slice[0] != self.grid * self.grid:
+            raise ValueError(f"image_slice {self.image_slice} holds {self.image_slice[1] - self.image_slice[0]} tokens, "
+                             f"expected {self.grid * self.grid} (a {self.grid} x {self.grid} grid)")
+        self.register_buffer("shift", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+        self.proj = nn.Linear(dim, width)
+        self.body = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
+        )
+        self.context = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, width))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(5 * width, hidden), nn.GELU(),
+                                  nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        a, b = self.image_slice
+        x = self.proj((tokens[:, a:b].float() - self.shift) / self.scale)  # (B, grid*grid, width)
+        x = x.transpose(1, 2).reshape(len(x), -1, self.grid, self.grid)
+        x = self.body(x).flatten(2)  # (B, 2 width, (grid/4)^2)
+        pooled = torch.cat([x.mean(2), x.amax(2), self.context(masked_mean(tokens.float(), mask))], dim=1)
+        return self.head(pooled)
+
+    @torch.no_grad()
+    def standardize_on(self, tokens: torch.Tensor, mask: torch.Tensor, chunk: int = 256) -> None:
+        """Per-channel shift and scale of the image tokens over the training objects. The two frozen
+        layers differ ~20x in scale (embedding ~0.1, last layer ~2): one LayerNorm over both would
+        drown the embedding layer, which carries most of the morphology (``docs/tasks.md``)."""
+        a, b = self.image_slice
+        total = torch.zeros(len(self.shift), dtype=torch.float64)
+        squares = torch.zeros_like(total)
+        n = 0
+        for i in range(0, len(tokens), chunk):
+            x = tokens[i : i + chunk, a:b].double().flatten(0, 1)
+            total += x.sum(0)
+            squares += (x * x).sum(0)
+            n += len(x)
+        mean = total / max(n, 1)
+        var = (squares / max(n, 1) - mean * mean).clamp_min(0)
+        self.shift.copy_(mean.float())
+        self.scale.copy_(var.sqrt().clamp_min(1e-6).float())
 
 
 class SegmentationHead(nn.Module):

@@ -46,7 +46,13 @@ from engine.tasks.features import (
     tokenize_many,
 )
 from engine.tasks.fitting import FitConfig, fit, load_head, masked_mse, predict, save_head
-from engine.tasks.heads import MorphologyProbe, PropertyProbe, RadialMorphologyProbe, SegmentationHead
+from engine.tasks.heads import (
+    MorphologyProbe,
+    PropertyProbe,
+    RadialMorphologyProbe,
+    SegmentationHead,
+    SpatialMorphologyProbe,
+)
 from engine.tasks.splits import split_rows, unit_hash
 
 GALAXY_TARGETS: tuple[str, ...] = ("truth_z", "truth_log_mstar", "truth_ssfr")
@@ -66,6 +72,15 @@ DEFAULT_EPOCHS = 30
 #: 3: and the amplitudes of their m = 1, 2 angular modes per annulus;
 #: 4: property probes pool each modality group (photometry, image, spectrum) separately.
 HEADS_VERSION = 4
+#: Version of the morphology head that reads the image, kept apart from :data:`HEADS_VERSION` so that
+#: changing it retrains that head alone (the segmentation head costs ~35 min on 2 cores):
+#: 1: radial profile + angular modes (``RadialMorphologyProbe``);
+#: 2: a conv stack over the standardised token grid (``SpatialMorphologyProbe``, session 17) when the head
+#: trains on the eight dihedral views; without them (``augment=False``, what ``prepare`` trains) the radial
+#: head stays, which needs no views to be blind to the position angle.
+IMAGE_MORPHOLOGY_HEAD = 2
+#: learning rate of the morphology heads that read the image
+MORPHOLOGY_LR = 1e-3
 #: Property probes train this many times the probes' epochs. Measured on the default mock's
 #: photometry+image+spectrum galaxies: at 30 epochs the best validation epoch was the 29th (still
 #: improving); at 90, log M* and log sSFR gained 0.06-0.13 in R² (``docs/tasks.md``).
@@ -192,15 +207,19 @@ def _fit_morphology(cache, catalog, ids, seed, config, desc, views: list[TokenCa
     tok, msk = _tensor(cache, cache.rows(ids_k))
     n_classes = len(schema.MORPHOLOGY_CLASSES)
     shape = {"dim": int(tok.shape[-1]), "n_classes": n_classes}
-    if "tok_image" in cache.layout.keys:  # where the light sits: the image tokens' radial profile
+    if "tok_image" in cache.layout.keys:
         sl = cache.layout.slice_of("tok_image")
-        shape |= {"pooling": "radial", "image_slice": [int(sl.start), int(sl.stop)], "hidden": 512, "dropout": 0.5,
-                  "harmonics": [1, 2], "proj": 32}
-        config = dataclasses.replace(config, lr=1e-3)
+        if views is not None:  # the pattern of the image tokens on their grid, turned eight ways
+            shape |= {"pooling": "spatial", "image_slice": [int(sl.start), int(sl.stop)], "grid": 24, "width": 64,
+                      "hidden": 256, "dropout": 0.3}
+        else:  # one view: the radial profile is blind to the position angle by construction
+            shape |= {"pooling": "radial", "image_slice": [int(sl.start), int(sl.stop)], "hidden": 512, "dropout": 0.5,
+                      "harmonics": [1, 2], "proj": 32}
+        config = dataclasses.replace(config, lr=MORPHOLOGY_LR)
     else:
         shape |= {"pooling": "mean", "hidden": 256}
     module = build_head({"head": "morphology", **shape})
-    if isinstance(module, RadialMorphologyProbe):
+    if isinstance(module, RadialMorphologyProbe | SpatialMorphologyProbe):
         module.standardize_on(tok[fit_r], msk[fit_r])
     yt = torch.from_numpy(y)
     history = fit(module, (tok[fit_r], msk[fit_r]), yt[fit_r], (tok[val_r], msk[val_r]), yt[val_r],
@@ -325,6 +344,9 @@ def build_head(meta: dict) -> nn.Module:
     if meta["head"] == "morphology" and meta.get("pooling", "mean") == "radial":
         return RadialMorphologyProbe(meta["dim"], meta["n_classes"], tuple(meta["image_slice"]), meta["hidden"],
                                      meta["dropout"], tuple(meta["harmonics"]), meta["proj"])
+    if meta["head"] == "morphology" and meta.get("pooling") == "spatial":
+        return SpatialMorphologyProbe(meta["dim"], meta["n_classes"], tuple(meta["image_slice"]), meta["grid"],
+                                      meta["width"], meta["hidden"], meta["dropout"])
     if meta["head"] == "morphology":
         return MorphologyProbe(meta["dim"], meta["n_classes"], meta["hidden"])
     if meta["head"] == "segmentation":
@@ -412,6 +434,7 @@ def train_probes(
                      "property_epochs": property_config.epochs, "position_channels": POSITION_CHANNELS,
                      "max_seg_galaxies": max_seg_galaxies, "seg_epochs": seg_config.epochs,
                      "features": FEATURE_VERSION, "heads": HEADS_VERSION,
+                     "image_morphology_head": IMAGE_MORPHOLOGY_HEAD,
                      "segmentation_only": sorted(segmentation_only), "augment": bool(augment),
                      "n_objects": int(len(ids)), "combos": {}}
     heldout_frames = []
@@ -440,7 +463,9 @@ def train_probes(
             combo_res.update(meta["metrics"])
             heldout_frames.append(frame.assign(combo=combo))
         done = None if combo in segmentation_only else _head(
-            head_stem(out, combo, "morphology"), _fingerprint(inputs, "morphology", config), combo, loaded.hash, reuse,
+            head_stem(out, combo, "morphology"),
+            _fingerprint({**inputs, "image_morphology_head": IMAGE_MORPHOLOGY_HEAD}, "morphology", config), combo,
+            loaded.hash, reuse,
             partial(_fit_morphology, cache, catalog, ids, seed, config, f"{combo} morphology", views))
         if done is not None:
             meta, frame = done

@@ -355,7 +355,8 @@ def test_heads_of_older_features_are_not_applied(trained, tiny_mock, task_model_
     finally:
         path.write_text(text)
     morph = load_heads(pdir, "photometry+image")["morphology"][1]
-    assert morph["pooling"] == "radial" and morph["image_slice"][1] - morph["image_slice"][0] == 576
+    # trained on the eight views: the conv stack over the token grid (one view: the radial head, test_prepare)
+    assert morph["pooling"] == "spatial" and morph["image_slice"][1] - morph["image_slice"][0] == 576
     assert load_heads(pdir, "photometry")["morphology"][1]["pooling"] == "mean"  # no image tokens
 
 
@@ -400,6 +401,11 @@ def test_train_probes_resumes_from_the_heads_a_killed_run_finished(results_root,
     calls.clear()
     probes.train_probes(tiny_mock, task_model_dir, out, epochs=2, progress=False, augment=False)
     assert calls == []  # everything current
+    assert json.loads((out / "heads" / "photometry+image" / "morphology.json").read_text())["pooling"] == "radial"
+    monkeypatch.setattr(probes, "IMAGE_MORPHOLOGY_HEAD", probes.IMAGE_MORPHOLOGY_HEAD + 1)
+    probes.train_probes(tiny_mock, task_model_dir, out, epochs=2, progress=False, augment=False)
+    assert calls and set(calls) == {"_fit_morphology"}  # another morphology head: only those heads
+    calls.clear()
     probes.train_probes(tiny_mock, task_model_dir, out, epochs=2, property_epochs=3, progress=False, augment=False)
     assert calls and set(calls) == {"_fit_property_group"}  # other property epochs: only the property heads
     calls.clear()

@@ -260,3 +260,39 @@ def test_capped_subset_is_stratified_and_stable():
     assert (sub.truth_morphology >= 0).sum() == 200 and (sub.kind == "star").sum() == 60
     np.testing.assert_array_equal(ids, select_objects(cat.sample(frac=1, random_state=1), 400, seed=0))
     assert len(select_objects(cat, None)) == 1900
+
+
+def test_spatial_morphology_head_reads_a_pattern_the_radial_head_cannot():
+    """Two classes with the same token statistics per annulus: in one the signal channels alternate in
+    sign between neighbouring tokens (a texture), in the other their signs are random. The signal sits in
+    channels 20x smaller than the rest (as the embedding layer sits beside the last layer): the spatial
+    head's per-channel standardisation finds it, its convolutions read the pattern; annulus means and
+    m = 1, 2 modes cannot."""
+    from engine.tasks.heads import RadialMorphologyProbe, SpatialMorphologyProbe
+
+    gen = torch.Generator().manual_seed(0)
+    n, d = 600, 8
+    y = torch.arange(n) % 2
+    rows, cols = torch.meshgrid(torch.arange(24), torch.arange(24), indexing="ij")
+    checker = (1 - 2 * ((rows + cols) % 2)).reshape(576).float()  # +1 -1 +1 ...
+    random_sign = torch.randint(0, 2, (n, 576), generator=gen).float() * 2 - 1
+    sign = torch.where(y[:, None] == 1, checker[None, :], random_sign)
+    x = torch.empty(n, 576 + 4, d)
+    x[:, :, 4:] = 2.0 * torch.randn(n, 580, 4, generator=gen)  # large, uninformative channels
+    x[:, :, :4] = 0.02 * torch.randn(n, 580, 4, generator=gen)
+    x[:, :576, :4] += 0.1 * sign[..., None] * torch.rand(n, 1, 4, generator=gen)
+    mask = torch.zeros(n, 580, dtype=torch.bool)
+    cfg = FitConfig(epochs=10, batch_size=64, lr=2e-3, progress=False)
+    acc = {}
+    for name, head in (("spatial", SpatialMorphologyProbe(d, 2, (0, 576), width=16, hidden=32, dropout=0.1)),
+                       ("radial", RadialMorphologyProbe(d, 2, (0, 576), hidden=32, dropout=0.1, proj=8))):
+        torch.manual_seed(0)
+        head.standardize_on(x[:400], mask[:400])
+        fit(head, (x[:400], mask[:400]), y[:400], (x[400:500], mask[400:500]), y[400:500],
+            torch.nn.functional.cross_entropy, cfg)
+        acc[name] = float((predict(head, (x[500:], mask[500:])).argmax(-1) == y[500:]).float().mean())
+    assert acc["spatial"] > 0.95 and acc["radial"] < 0.8, acc
+    state = SpatialMorphologyProbe(d, 2, (0, 576)).state_dict()
+    assert {"shift", "scale"} <= set(state)  # saved with the weights
+    with pytest.raises(ValueError, match="24 x 24"):
+        SpatialMorphologyProbe(d, 2, (0, 500))
