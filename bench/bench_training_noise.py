@@ -9,6 +9,8 @@ subset) and retrains, with training seeds 0, 1, 2, …:
 * ``--part probe``: the morphology probe on the frozen ``photometry+image`` tokens (the table's best
   probe; 8 epochs over all eight dihedral views, as shipped), from the cached tokens and view caches
   of the evaluate run (it refuses to start if those are not current, rather than encode for an hour);
+  the head is whatever ``train_probes`` trains (since session 17 ``SpatialMorphologyProbe``; the runs
+  of the radial head before it are kept under ``probe_radial``);
 * ``--part cnn``: the image CNN from scratch (8 epochs over all views, as shipped), which also scores
   galaxy properties.
 
@@ -136,7 +138,7 @@ def run_probe(seeds: list[int]) -> None:
         true = frame["true"].to_numpy().astype(int)
         entry = {**_scores(true, prob_views), "object_id": test_ids.tolist(), "true": true.tolist(),
                  "table_accuracy": meta["metrics"]["accuracy"], "best_epoch": meta["best_epoch"],
-                 "model_hash": loaded.hash,
+                 "model_hash": loaded.hash, "pooling": meta["pooling"],
                  "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - c0, 1)}
         _record("probe", seed, entry)
         print(f"probe seed {seed}: accuracy {entry['accuracy']:.3f}, with 8 views averaged {entry['accuracy_tta']:.3f}")
@@ -205,13 +207,15 @@ def summary() -> dict:
                                      "seeds": sorted(map(int, runs))}
     true = np.array([int(c) for c in data.get("true", "")])
     digits = lambda s: np.array([int(c) for c in s])  # noqa: E731
-    for ps, probe in data["runs"].get("probe", {}).items():
-        for cs, cnn in data["runs"].get("cnn", {}).items():
-            for key in ("pred", "pred_tta"):
-                r = metrics.paired_bootstrap(metrics.accuracy, true, digits(probe[key]), digits(cnn[key]), seed=0)
-                rows.setdefault("probe - cnn", {})[f"probe seed {ps} - cnn seed {cs}, {key}"] = {
-                    "diff": round(r["diff"], 4), "diff_ci": [round(x, 4) for x in r["diff_ci"]],
-                    "probe_ci": [round(x, 4) for x in r["a_ci"]], "cnn_ci": [round(x, 4) for x in r["b_ci"]]}
+    probe_parts = [p for p in data["runs"] if p.startswith("probe")]  # probe_radial: the head before session 17
+    for part in probe_parts:
+        for ps, probe in data["runs"][part].items():
+            for cs, cnn in data["runs"].get("cnn", {}).items():
+                for key in ("pred", "pred_tta"):
+                    r = metrics.paired_bootstrap(metrics.accuracy, true, digits(probe[key]), digits(cnn[key]), seed=0)
+                    rows.setdefault(f"{part} - cnn", {})[f"{part} seed {ps} - cnn seed {cs}, {key}"] = {
+                        "diff": round(r["diff"], 4), "diff_ci": [round(x, 4) for x in r["diff_ci"]],
+                        "probe_ci": [round(x, 4) for x in r["a_ci"]], "cnn_ci": [round(x, 4) for x in r["b_ci"]]}
     return rows
 
 
