@@ -355,7 +355,8 @@ def test_heads_of_older_features_are_not_applied(trained, tiny_mock, task_model_
     finally:
         path.write_text(text)
     morph = load_heads(pdir, "photometry+image")["morphology"][1]
-    # trained on the eight views: the conv stack over the token grid (one view: the radial head, test_prepare)
+    # trained on the eight views: the conv stack over the token grid (one view: the radial head, checked in
+    # test_train_probes_resumes_from_the_heads_a_killed_run_finished)
     assert morph["pooling"] == "spatial" and morph["image_slice"][1] - morph["image_slice"][0] == 576
     assert load_heads(pdir, "photometry")["morphology"][1]["pooling"] == "mean"  # no image tokens
 
