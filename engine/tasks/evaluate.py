@@ -34,6 +34,7 @@ from engine.tasks.probes import (
     MORPHOLOGY_TARGET,
     POSITION_CHANNELS,
     PROPERTY_EPOCH_FACTOR,
+    SEGMENTATION_HEAD,
     STAR_TARGETS,
     default_seg_epochs,
     probes_dir,
@@ -66,6 +67,7 @@ def _probe_results(dataset_dir, model_dir, loaded, dataset, *, seed, epochs, max
                 and set(cached.get("combos", {})) == set(INPUT_COMBOS)  # not `prepare`'s reduced set
                 and cached.get("features") == FEATURE_VERSION and cached.get("heads") == HEADS_VERSION
                 and cached.get("image_morphology_head") == IMAGE_MORPHOLOGY_HEAD
+                and cached.get("segmentation_head", 1) == SEGMENTATION_HEAD
                 and not cached.get("segmentation_only") and cached.get("augment", False) == augment)
         if same:
             return cached

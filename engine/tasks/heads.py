@@ -234,32 +234,48 @@ class SpatialMorphologyProbe(nn.Module):
         """Per-channel shift and scale of the image tokens over the training objects. The two frozen
         layers differ ~20x in scale (embedding ~0.1, last layer ~2): one LayerNorm over both would
         drown the embedding layer, which carries most of the morphology (``docs/tasks.md``)."""
-        a, b = self.image_slice
-        total = torch.zeros(len(self.shift), dtype=torch.float64)
-        squares = torch.zeros_like(total)
-        n = 0
-        for i in range(0, len(tokens), chunk):
-            x = tokens[i : i + chunk, a:b].double().flatten(0, 1)
-            total += x.sum(0)
-            squares += (x * x).sum(0)
-            n += len(x)
-        mean = total / max(n, 1)
-        var = (squares / max(n, 1) - mean * mean).clamp_min(0)
-        self.shift.copy_(mean.float())
-        self.scale.copy_(var.sqrt().clamp_min(1e-6).float())
+        mean, std = channel_moments(tokens, slice(*self.image_slice), chunk)
+        self.shift.copy_(mean)
+        self.scale.copy_(std)
+
+
+@torch.no_grad()
+def channel_moments(tokens: torch.Tensor, columns: slice = slice(None), chunk: int = 256
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of each feature channel over every object and token in ``columns``,
+    in float64 chunks (the token tensors of a few thousand views do not fit twice in memory)."""
+    total = torch.zeros(tokens.shape[-1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    n = 0
+    for i in range(0, len(tokens), chunk):
+        x = tokens[i : i + chunk, columns].double().flatten(0, 1)
+        total += x.sum(0)
+        squares += (x * x).sum(0)
+        n += len(x)
+    mean = total / max(n, 1)
+    var = (squares / max(n, 1) - mean * mean).clamp_min(0)
+    return mean.float(), var.sqrt().clamp_min(1e-6).float()
 
 
 class SegmentationHead(nn.Module):
     """Frozen image tokens on their 24x24 grid -> conv upsampler -> per-class logits at 96x96.
 
     Two x2 upsampling stages (24 -> 48 -> 96), each a 3x3 conv + GELU, as the paper's
-    "conv upsampler" on the encoder's image tokens.
+    "conv upsampler" on the encoder's image tokens. With ``standardize`` each feature channel is
+    shifted and scaled by its training-set moments (:meth:`standardize_on`) instead of a LayerNorm
+    per token, which lets the small-scale embedding layer through (as in :class:`SpatialMorphologyProbe`).
     """
 
-    def __init__(self, dim: int, n_classes: int, grid: int = 24, width: int = 64):
+    def __init__(self, dim: int, n_classes: int, grid: int = 24, width: int = 64, standardize: bool = False):
         super().__init__()
         self.grid = grid
-        self.proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, width))
+        self.standardize = bool(standardize)
+        if self.standardize:
+            self.register_buffer("shift", torch.zeros(dim))
+            self.register_buffer("scale", torch.ones(dim))
+            self.proj = nn.Linear(dim, width)
+        else:
+            self.proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, width))
         self.body = nn.Sequential(
             nn.Conv2d(width, width, 3, padding=1),
             nn.GELU(),
@@ -276,5 +292,17 @@ class SegmentationHead(nn.Module):
         b, t, _ = image_tokens.shape
         if t != self.grid * self.grid:
             raise ValueError(f"expected {self.grid * self.grid} image tokens, got {t}")
-        x = self.proj(image_tokens).transpose(1, 2).reshape(b, -1, self.grid, self.grid)
+        x = image_tokens.float()
+        if self.standardize:
+            x = (x - self.shift) / self.scale
+        x = self.proj(x).transpose(1, 2).reshape(b, -1, self.grid, self.grid)
         return self.body(x)  # (B, n_classes, 4*grid, 4*grid)
+
+    @torch.no_grad()
+    def standardize_on(self, image_tokens: torch.Tensor) -> None:
+        """Set the per-channel shift and scale from the training galaxies' image tokens."""
+        if not self.standardize:
+            raise ValueError("standardize_on needs a SegmentationHead built with standardize=True")
+        mean, std = channel_moments(image_tokens)
+        self.shift.copy_(mean)
+        self.scale.copy_(std)

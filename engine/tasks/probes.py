@@ -79,6 +79,11 @@ HEADS_VERSION = 4
 #: trains on the eight dihedral views; without them (``augment=False``, what ``prepare`` trains) the radial
 #: head stays, which needs no views to be blind to the position angle.
 IMAGE_MORPHOLOGY_HEAD = 2
+#: Version of the segmentation head, apart from :data:`HEADS_VERSION` for the same reason:
+#: 1: a LayerNorm per image token before the conv upsampler;
+#: 2: each feature channel standardised on the training galaxies instead (session 18), as the
+#: morphology head's conv stack needs.
+SEGMENTATION_HEAD = 2
 #: learning rate of the morphology heads that read the image
 MORPHOLOGY_LR = 1e-3
 #: Property probes train this many times the probes' epochs. Measured on the default mock's
@@ -262,7 +267,7 @@ def fit_ids(ids_k: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _fit_segmentation(cache, dataset, ids, seed, config, desc, max_galaxies: int | None,
-                      views: list[TokenCache] | None = None):
+                      views: list[TokenCache] | None = None, standardize: bool = SEGMENTATION_HEAD >= 2):
     if "tok_image" not in cache.layout.keys:
         return None
     ids_k = segmentation_subset(dataset, ids, seed, max_galaxies)
@@ -274,14 +279,16 @@ def _fit_segmentation(cache, dataset, ids, seed, config, desc, max_galaxies: int
     tok, _ = _tensor(cache, cache.rows(ids_k))
     tok = tok[:, image].contiguous()
     masks = torch.from_numpy(arrays.segmaps(dataset, ids_k))
-    head = SegmentationHead(tok.shape[-1], len(segmentation.CLASSES))
+    head = SegmentationHead(tok.shape[-1], len(segmentation.CLASSES), standardize=standardize)
+    if standardize:
+        head.standardize_on(tok[fit_r])
     history = fit(head, (tok[fit_r],), masks[fit_r], (tok[val_r],), masks[val_r], segmentation.seg_loss, config, desc,
                   views=_token_views(views, ids_k[fit_r], tok[fit_r], [], masks[fit_r], columns=image, turn_target=True))
     pred = segmentation.predict_masks(head, (tok[test_r],))
     true = masks[test_r].numpy()
     scores = {**segmentation.scores(ids_k[test_r], true, pred), "n_train": len(fit_r)}
     meta = {"head": "segmentation", "dim": int(tok.shape[-1]), "classes": list(segmentation.CLASSES),
-            "keys": list(cache.layout.keys), "metrics": scores, "best_epoch": history["best_epoch"],
+            "standardize": bool(standardize), "keys": list(cache.layout.keys), "metrics": scores, "best_epoch": history["best_epoch"],
             "epochs": history["epochs"], "views": N_VIEWS if views else 1, "seed": seed}
     examples = {"object_id": ids_k[test_r][:6], "true": true[:6], "pred": pred[:6]}
     return head, meta, examples
@@ -350,7 +357,7 @@ def build_head(meta: dict) -> nn.Module:
     if meta["head"] == "morphology":
         return MorphologyProbe(meta["dim"], meta["n_classes"], meta["hidden"])
     if meta["head"] == "segmentation":
-        return SegmentationHead(meta["dim"], len(meta["classes"]))
+        return SegmentationHead(meta["dim"], len(meta["classes"]), standardize=meta.get("standardize", False))
     raise ValueError(f"unknown head type {meta['head']!r}; accepted: property, morphology, segmentation")
 
 
@@ -434,7 +441,7 @@ def train_probes(
                      "property_epochs": property_config.epochs, "position_channels": POSITION_CHANNELS,
                      "max_seg_galaxies": max_seg_galaxies, "seg_epochs": seg_config.epochs,
                      "features": FEATURE_VERSION, "heads": HEADS_VERSION,
-                     "image_morphology_head": IMAGE_MORPHOLOGY_HEAD,
+                     "image_morphology_head": IMAGE_MORPHOLOGY_HEAD, "segmentation_head": SEGMENTATION_HEAD,
                      "segmentation_only": sorted(segmentation_only), "augment": bool(augment),
                      "n_objects": int(len(ids)), "combos": {}}
     heldout_frames = []
@@ -473,7 +480,8 @@ def train_probes(
             heldout_frames.append(frame.assign(combo=combo))
         if combo == SEGMENTATION_COMBO:
             done = _head(head_stem(out, combo, "segmentation"),
-                         _fingerprint({**inputs, "max_seg_galaxies": max_seg_galaxies}, "segmentation", seg_config),
+                         _fingerprint({**inputs, "max_seg_galaxies": max_seg_galaxies, "segmentation_head": SEGMENTATION_HEAD},
+                                      "segmentation", seg_config),
                          combo, loaded.hash, reuse,
                          partial(_fit_segmentation, cache, dataset, ids, seed, seg_config, f"{combo} segmentation",
                                  max_seg_galaxies, views))

@@ -407,6 +407,12 @@ def test_train_probes_resumes_from_the_heads_a_killed_run_finished(results_root,
     probes.train_probes(tiny_mock, task_model_dir, out, epochs=2, progress=False, augment=False)
     assert calls and set(calls) == {"_fit_morphology"}  # another morphology head: only those heads
     calls.clear()
+    seg = json.loads((out / "heads" / probes.SEGMENTATION_COMBO / "segmentation.json").read_text())
+    assert seg["standardize"] is True
+    monkeypatch.setattr(probes, "SEGMENTATION_HEAD", probes.SEGMENTATION_HEAD + 1)
+    probes.train_probes(tiny_mock, task_model_dir, out, epochs=2, progress=False, augment=False)
+    assert calls == ["_fit_segmentation"]  # another segmentation head: that head alone
+    calls.clear()
     probes.train_probes(tiny_mock, task_model_dir, out, epochs=2, property_epochs=3, progress=False, augment=False)
     assert calls and set(calls) == {"_fit_property_group"}  # other property epochs: only the property heads
     calls.clear()

@@ -150,6 +150,31 @@ def test_morphology_and_segmentation_heads_shapes():
         head(tokens[:, :100])
 
 
+def test_standardized_segmentation_head_is_blind_to_each_channels_scale(tmp_path):
+    """Frozen layers of very different scales: with per-channel standardisation fitted on the training
+    tokens, rescaling a channel changes nothing; a LayerNorm per token lets the large channels win. The
+    saved head keeps its shift and scale."""
+    from engine.tasks.fitting import load_head, save_head
+    from engine.tasks.probes import build_head
+
+    torch.manual_seed(0)
+    tokens = torch.randn(3, 576, 32)
+    scales = torch.logspace(-2, 1, 32)
+    head = SegmentationHead(32, 6, standardize=True)
+    head.standardize_on(tokens)
+    before = head(tokens)
+    head.standardize_on(tokens * scales)
+    assert torch.allclose(head(tokens * scales), before, atol=1e-4)
+    layer_norm = SegmentationHead(32, 6)
+    assert not torch.allclose(layer_norm(tokens * scales), layer_norm(tokens), atol=1e-2)
+    meta = {"head": "segmentation", "dim": 32, "classes": list("abcdef"), "standardize": True}
+    save_head(tmp_path / "segmentation", head, meta)
+    loaded, _ = load_head(tmp_path / "segmentation", build_head)
+    assert torch.allclose(loaded(tokens * scales), before, atol=1e-4)
+    with pytest.raises(ValueError, match="standardize=True"):
+        layer_norm.standardize_on(tokens)
+
+
 def test_radial_morphology_head_sees_where_the_light_is():
     """Classes that differ only in *which annulus* carries a signal (same total, so the same mean):
     the radial head separates them, the paper's mean-pooling probe cannot."""
