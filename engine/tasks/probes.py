@@ -267,7 +267,7 @@ def fit_ids(ids_k: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _fit_segmentation(cache, dataset, ids, seed, config, desc, max_galaxies: int | None,
-                      views: list[TokenCache] | None = None, standardize: bool = SEGMENTATION_HEAD >= 2):
+                      views: list[TokenCache] | None = None):
     if "tok_image" not in cache.layout.keys:
         return None
     ids_k = segmentation_subset(dataset, ids, seed, max_galaxies)
@@ -279,17 +279,16 @@ def _fit_segmentation(cache, dataset, ids, seed, config, desc, max_galaxies: int
     tok, _ = _tensor(cache, cache.rows(ids_k))
     tok = tok[:, image].contiguous()
     masks = torch.from_numpy(arrays.segmaps(dataset, ids_k))
-    head = SegmentationHead(tok.shape[-1], len(segmentation.CLASSES), standardize=standardize)
-    if standardize:
-        head.standardize_on(tok[fit_r])
+    head = SegmentationHead(tok.shape[-1], len(segmentation.CLASSES), standardize=True)
+    head.standardize_on(tok[fit_r])
     history = fit(head, (tok[fit_r],), masks[fit_r], (tok[val_r],), masks[val_r], segmentation.seg_loss, config, desc,
                   views=_token_views(views, ids_k[fit_r], tok[fit_r], [], masks[fit_r], columns=image, turn_target=True))
     pred = segmentation.predict_masks(head, (tok[test_r],))
     true = masks[test_r].numpy()
     scores = {**segmentation.scores(ids_k[test_r], true, pred), "n_train": len(fit_r)}
     meta = {"head": "segmentation", "dim": int(tok.shape[-1]), "classes": list(segmentation.CLASSES),
-            "standardize": bool(standardize), "keys": list(cache.layout.keys), "metrics": scores, "best_epoch": history["best_epoch"],
-            "epochs": history["epochs"], "views": N_VIEWS if views else 1, "seed": seed}
+            "standardize": True, "keys": list(cache.layout.keys), "metrics": scores,
+            "best_epoch": history["best_epoch"], "epochs": history["epochs"], "views": N_VIEWS if views else 1, "seed": seed}
     examples = {"object_id": ids_k[test_r][:6], "true": true[:6], "pred": pred[:6]}
     return head, meta, examples
 
@@ -480,8 +479,8 @@ def train_probes(
             heldout_frames.append(frame.assign(combo=combo))
         if combo == SEGMENTATION_COMBO:
             done = _head(head_stem(out, combo, "segmentation"),
-                         _fingerprint({**inputs, "max_seg_galaxies": max_seg_galaxies, "segmentation_head": SEGMENTATION_HEAD},
-                                      "segmentation", seg_config),
+                         _fingerprint({**inputs, "max_seg_galaxies": max_seg_galaxies,
+                                       "segmentation_head": SEGMENTATION_HEAD}, "segmentation", seg_config),
                          combo, loaded.hash, reuse,
                          partial(_fit_segmentation, cache, dataset, ids, seed, seg_config, f"{combo} segmentation",
                                  max_seg_galaxies, views))
